@@ -1,0 +1,229 @@
+//! Routing and topology loaded from a TOML file (`celeriac.toml`) shared by
+//! producers and workers.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::{DEFAULT_QUEUE, Error, QueueDef, Route, Router, Topology};
+
+/// The default maximum message body size: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+
+/// The shared configuration: default queue, message size limit, queues and
+/// routing rules.
+///
+/// ```toml
+/// default_queue = "celery"          # default: "celery"
+/// max_message_size = 1048576        # bytes; default: 1 MiB
+///
+/// [[queue]]
+/// name = "reports"
+/// exchange = { name = "reports", type = "direct" }   # default: as the queue
+/// routing_key = "reports"                              # default: the name
+/// durable = true                                       # default: true
+/// queue_type = "quorum"                                # default: "classic"
+/// max_priority = 10                                    # default: none
+/// arguments = { "x-message-ttl" = 60000 }              # default: none
+///
+/// [[route]]
+/// task = "reports.*"
+/// queue = "reports"
+/// ```
+///
+/// Unknown keys are errors, so a typo is reported with its line instead of
+/// being ignored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The queue for tasks no rule matches. Defaults to `celery`.
+    #[serde(default = "default_queue")]
+    pub default_queue: String,
+    /// The largest message body accepted, in bytes, on send and on receive.
+    /// Defaults to [`DEFAULT_MAX_MESSAGE_SIZE`].
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Queue definitions. Defaults to none (every queue gets Celery's
+    /// default shape).
+    #[serde(default, rename = "queue")]
+    pub queues: Vec<QueueDef>,
+    /// Routing rules, first match wins. Defaults to none.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.into()
+}
+
+fn default_max_message_size() -> usize {
+    DEFAULT_MAX_MESSAGE_SIZE
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            default_queue: default_queue(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            queues: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, Error> {
+        let config: Self = toml::from_str(text).map_err(|err| Error::Config {
+            origin: origin.to_owned(),
+            message: describe(text, &err),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The routing rules as a [`Router`].
+    pub fn router(&self) -> Router {
+        Router::new(self.routes.clone(), self.default_queue.clone())
+    }
+
+    /// The queue definitions as a [`Topology`].
+    pub fn topology(&self) -> Topology {
+        Topology::new(self.queues.clone())
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), Error> {
+        let invalid = |message: String| Error::Config {
+            origin: origin.to_owned(),
+            message,
+        };
+        let names = self
+            .queues
+            .iter()
+            .map(|q| q.name.as_str())
+            .chain(self.routes.iter().map(|r| r.queue.as_str()))
+            .chain([self.default_queue.as_str()]);
+        for name in names {
+            if name.is_empty() || name.len() > 255 {
+                return Err(invalid(format!(
+                    "queue name `{name}` must be 1 to 255 bytes"
+                )));
+            }
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            if self.queues[..i].iter().any(|other| other.name == q.name) {
+                return Err(invalid(format!("queue `{}` is defined twice", q.name)));
+            }
+        }
+        if self.max_message_size == 0 {
+            return Err(invalid("max_message_size must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The parser's message with the line and column of the error.
+fn describe(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message();
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ExchangeType, QueueType};
+
+    const EXAMPLE: &str = r#"
+default_queue = "work"
+
+[[queue]]
+name = "reports"
+exchange = { name = "jobs", type = "topic" }
+routing_key = "reports.#"
+queue_type = "quorum"
+
+[[queue]]
+name = "urgent"
+max_priority = 10
+
+[[route]]
+task = "reports.*"
+queue = "reports"
+"#;
+
+    #[test]
+    fn a_full_file_parses_into_routing_and_topology() {
+        let config = Config::from_toml(EXAMPLE, "example").unwrap();
+        assert_eq!(config.router().queue_for("reports.build", None), "reports");
+        assert_eq!(config.router().queue_for("other", None), "work");
+        let reports = config.topology().queue_def("reports");
+        assert_eq!(reports.exchange_def().kind, ExchangeType::Topic);
+        assert_eq!(reports.queue_type, QueueType::Quorum);
+        assert_eq!(config.topology().queue_def("urgent").max_priority, Some(10));
+        assert_eq!(config.max_message_size, DEFAULT_MAX_MESSAGE_SIZE);
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(Config::from_toml("", "empty").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let err = Config::from_toml("default_queue = \"a\"\n[[queue]\nname = 1\n", "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.toml") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_or_bad_value_names_the_line() {
+        let err = Config::from_toml("[[queue]]\nname = \"a\"\nqueue_typo = \"x\"\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("queue_typo"),
+            "{err}"
+        );
+        let err = Config::from_toml("[[queue]]\nname = \"a\"\nqueue_type = \"stream\"\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("stream"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_are_reported() {
+        let twice = "[[queue]]\nname = \"a\"\n[[queue]]\nname = \"a\"\n";
+        assert!(
+            Config::from_toml(twice, "f")
+                .unwrap_err()
+                .to_string()
+                .contains("defined twice")
+        );
+        let long = format!("default_queue = \"{}\"", "x".repeat(256));
+        assert!(
+            Config::from_toml(&long, "f")
+                .unwrap_err()
+                .to_string()
+                .contains("255")
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Conversion between AMQP field tables and JSON, the way Python's py-amqp
+//! encodes Celery headers.
+
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use serde_json::{Map, Number, Value};
+
+/// Converts AMQP application headers into a JSON object.
+///
+/// Every AMQP integer type becomes a JSON integer, strings (short and long)
+/// become JSON strings (invalid UTF-8 is replaced), void becomes `null`,
+/// timestamps become integers (seconds since the epoch), byte arrays become
+/// strings.
+pub fn field_table_to_json(table: &FieldTable) -> Map<String, Value> {
+    table
+        .inner()
+        .iter()
+        .map(|(key, value)| (key.as_str().to_owned(), amqp_to_json(value)))
+        .collect()
+}
+
+/// Converts a JSON object into AMQP application headers.
+///
+/// Integers become signed 64-bit (`l`), other numbers doubles (`d`), strings
+/// long strings (`S`), `null` void (`V`), arrays field arrays (`A`) and
+/// objects nested tables (`F`): all types py-amqp reads back as the same
+/// Python values.
+///
+/// Keys longer than 255 bytes cannot be AMQP header names and are skipped.
+pub fn json_to_field_table(map: &Map<String, Value>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in map {
+        if let Ok(key) = ShortString::try_new(key.as_str()) {
+            table.insert(key, json_to_amqp(value));
+        }
+    }
+    table
+}
+
+fn amqp_to_json(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(b) => Value::Bool(*b),
+        AMQPValue::ShortShortInt(n) => Value::from(*n),
+        AMQPValue::ShortShortUInt(n) => Value::from(*n),
+        AMQPValue::ShortInt(n) => Value::from(*n),
+        AMQPValue::ShortUInt(n) => Value::from(*n),
+        AMQPValue::LongInt(n) => Value::from(*n),
+        AMQPValue::LongUInt(n) => Value::from(*n),
+        AMQPValue::LongLongInt(n) => Value::from(*n),
+        AMQPValue::Timestamp(n) => Value::from(*n),
+        AMQPValue::Float(f) => float_to_json(f64::from(*f)),
+        AMQPValue::Double(f) => float_to_json(*f),
+        AMQPValue::DecimalValue(d) => {
+            float_to_json(f64::from(d.value) / 10f64.powi(i32::from(d.scale)))
+        }
+        AMQPValue::ShortString(s) => Value::String(s.as_str().to_owned()),
+        AMQPValue::LongString(s) => Value::String(String::from_utf8_lossy(s.as_bytes()).into()),
+        AMQPValue::ByteArray(b) => Value::String(String::from_utf8_lossy(b.as_slice()).into()),
+        AMQPValue::FieldArray(items) => {
+            Value::Array(items.as_slice().iter().map(amqp_to_json).collect())
+        }
+        AMQPValue::FieldTable(table) => Value::Object(field_table_to_json(table)),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+fn float_to_json(f: f64) -> Value {
+    Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+fn json_to_amqp(value: &Value) -> AMQPValue {
+    match value {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => AMQPValue::LongLongInt(i),
+            None => AMQPValue::Double(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => AMQPValue::LongString(LongString::from(s.as_bytes())),
+        Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(
+            items.iter().map(json_to_amqp).collect::<Vec<_>>(),
+        )),
+        Value::Object(map) => AMQPValue::FieldTable(json_to_field_table(map)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn headers_round_trip_through_a_field_table() {
+        let headers = json!({
+            "task": "demo.add", "retries": 2, "timelimit": [30, null],
+            "ignore_result": false, "shadow": null, "stamps": {}, "ratio": 0.5,
+        });
+        let map = headers.as_object().cloned().unwrap_or_default();
+        assert_eq!(field_table_to_json(&json_to_field_table(&map)), map);
+    }
+
+    #[test]
+    fn every_integer_width_reads_as_a_json_integer() {
+        let mut table = FieldTable::default();
+        table.insert("a".into(), AMQPValue::ShortShortUInt(5));
+        table.insert("b".into(), AMQPValue::LongInt(-7));
+        table.insert("c".into(), AMQPValue::ShortString("x".into()));
+        let json = field_table_to_json(&table);
+        assert_eq!(Value::Object(json), json!({"a": 5, "b": -7, "c": "x"}));
+    }
+}

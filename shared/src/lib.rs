@@ -1,0 +1,55 @@
+//! The celeriac contract, shared by producers and workers.
+//!
+//! - [`TaskMessage`]: Celery task protocol v2 in JSON, encoded to and decoded
+//!   from AMQP properties, application headers and body.
+//! - [`Task`]: a typed task (name, argument type, output type), with
+//!   arguments travelling as Celery kwargs or positional args.
+//! - [`ResultMessage`]: Celery's `rpc://` result format.
+//! - [`Router`] and [`Topology`]: Celery-style routing of task names to
+//!   queues, and the exchanges and queues both sides declare.
+//! - [`Config`]: routing and topology loaded from a TOML file.
+//! - [`Sender`]: the sending interface shared by the AMQP producer and the
+//!   worker's eager runner.
+//!
+//! This crate opens no sockets, spawns nothing and reads no environment.
+//! [`Topology::declare`] issues declarations on a channel that the caller
+//! opened.
+
+mod arguments;
+mod broker_url;
+mod config;
+mod dead_letter;
+mod delay;
+pub mod demo;
+mod error;
+mod field_table;
+mod message;
+mod result;
+mod routing;
+mod sender;
+mod task;
+mod time_limit;
+mod topology;
+
+pub use arguments::{decode_arguments, encode_arguments};
+pub use broker_url::BrokerUrl;
+pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
+pub use dead_letter::{
+    DEAD_LETTER_EXCHANGE, DeadLetter, DeadLetterTopology, headers as dead_letter_headers,
+};
+pub use delay::{
+    DELAY_BITS, DELAY_DELIVERY_EXCHANGE, DELAY_ENTRY_EXCHANGE, DelayTopology, MAX_DELAY,
+    delay_until, strip_delay_prefix,
+};
+pub use error::Error;
+pub use field_table::{field_table_to_json, json_to_field_table};
+pub use message::{CONTENT_ENCODING, CONTENT_TYPE, Embed, TaskHeaders, TaskMessage};
+pub use result::{ResultMessage, TaskFailure, TaskState};
+pub use routing::{Route, Router};
+pub use sender::{CallError, SendOptions, Sender, decode_output};
+pub use task::Task;
+pub use time_limit::TimeLimit;
+pub use topology::{Destination, ExchangeDef, ExchangeType, QueueDef, QueueType, Topology};
+
+/// The default queue, exchange and routing key name, as in Celery.
+pub const DEFAULT_QUEUE: &str = "celery";

@@ -1,0 +1,320 @@
+//! The exchanges and queues producers and workers declare, and where a
+//! queue's messages are published.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::message::short_string;
+use crate::{Error, json_to_field_table};
+
+/// An exchange type celeriac declares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeType {
+    /// Routes on an exact routing key. Celery's default.
+    #[default]
+    Direct,
+    /// Routes on patterns: `*` one word, `#` zero or more.
+    Topic,
+    /// Broadcasts to every bound queue.
+    Fanout,
+}
+
+/// The RabbitMQ queue type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// A classic queue, declared without `x-queue-type` exactly as Celery
+    /// declares its queues by default. The default.
+    #[default]
+    Classic,
+    /// A replicated quorum queue (`x-queue-type = quorum`).
+    Quorum,
+}
+
+/// An exchange: name and type; always durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeDef {
+    /// The exchange name.
+    pub name: String,
+    /// The exchange type. Defaults to direct.
+    #[serde(default, rename = "type")]
+    pub kind: ExchangeType,
+}
+
+/// A queue, the exchange it is bound to and how.
+///
+/// [`QueueDef::new`] gives Celery's default shape for a queue named `q`: a
+/// durable classic queue `q` bound with routing key `q` to a durable direct
+/// exchange `q`, without arguments. A Python Celery app declaring the same
+/// queue agrees with it, so neither side gets `PRECONDITION_FAILED`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDef {
+    /// The queue name.
+    pub name: String,
+    /// The exchange the queue is bound to. Defaults to a direct exchange
+    /// named after the queue.
+    #[serde(default)]
+    pub exchange: Option<ExchangeDef>,
+    /// The binding key (for topic exchanges a pattern) and the routing key
+    /// messages for this queue are published with. Defaults to the queue
+    /// name.
+    #[serde(default)]
+    pub routing_key: Option<String>,
+    /// Whether the queue survives a broker restart. Defaults to true.
+    #[serde(default = "yes")]
+    pub durable: bool,
+    /// Classic or quorum. Defaults to classic.
+    #[serde(default)]
+    pub queue_type: QueueType,
+    /// `x-max-priority`, enabling message priorities 0..=N on a classic
+    /// queue. Defaults to none.
+    #[serde(default)]
+    pub max_priority: Option<u8>,
+    /// Other queue arguments (`x-message-ttl`, `x-dead-letter-exchange`,
+    /// ...). Defaults to none.
+    #[serde(default)]
+    pub arguments: Map<String, Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a message for a queue is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// The exchange name (`""` for the default exchange).
+    pub exchange: String,
+    /// The routing key.
+    pub routing_key: String,
+}
+
+impl QueueDef {
+    /// Celery's default queue shape for `name` (see the type's docs).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            exchange: None,
+            routing_key: None,
+            durable: true,
+            queue_type: QueueType::Classic,
+            max_priority: None,
+            arguments: Map::new(),
+        }
+    }
+
+    /// Binds the queue to `exchange` of type `kind`.
+    pub fn exchange(mut self, exchange: impl Into<String>, kind: ExchangeType) -> Self {
+        self.exchange = Some(ExchangeDef {
+            name: exchange.into(),
+            kind,
+        });
+        self
+    }
+
+    /// Sets the binding and routing key.
+    pub fn routing_key(mut self, key: impl Into<String>) -> Self {
+        self.routing_key = Some(key.into());
+        self
+    }
+
+    /// Makes the queue a quorum queue.
+    pub fn quorum(mut self) -> Self {
+        self.queue_type = QueueType::Quorum;
+        self
+    }
+
+    /// Enables priorities up to `max`.
+    pub fn max_priority(mut self, max: u8) -> Self {
+        self.max_priority = Some(max);
+        self
+    }
+
+    /// Adds a queue argument.
+    pub fn argument(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.arguments.insert(key.into(), value.into());
+        self
+    }
+
+    /// The exchange, defaulted to a direct exchange named after the queue.
+    pub fn exchange_def(&self) -> ExchangeDef {
+        self.exchange.clone().unwrap_or_else(|| ExchangeDef {
+            name: self.name.clone(),
+            kind: ExchangeType::Direct,
+        })
+    }
+
+    /// The routing key, defaulted to the queue name.
+    pub fn binding_key(&self) -> &str {
+        self.routing_key.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Where messages for this queue are published.
+    pub fn destination(&self) -> Destination {
+        Destination {
+            exchange: self.exchange_def().name,
+            routing_key: self.binding_key().to_owned(),
+        }
+    }
+
+    /// The queue arguments sent with `queue.declare`.
+    pub fn declare_arguments(&self) -> FieldTable {
+        let mut table = json_to_field_table(&self.arguments);
+        if self.queue_type == QueueType::Quorum {
+            table.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        if let Some(max) = self.max_priority {
+            table.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(max));
+        }
+        table
+    }
+
+    /// Declares the exchange, the queue and the binding. Idempotent.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), Error> {
+        let exchange = self.exchange_def();
+        let queue_name = short_string("queue", &self.name)?;
+        let exchange_name = short_string("exchange", &exchange.name)?;
+        let key = short_string("routing key", self.binding_key())?;
+        let kind = match exchange.kind {
+            ExchangeType::Direct => ExchangeKind::Direct,
+            ExchangeType::Topic => ExchangeKind::Topic,
+            ExchangeType::Fanout => ExchangeKind::Fanout,
+        };
+        let declare_error = |what: String| move |source| Error::Declare { what, source };
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(exchange_name.clone(), kind, durable, FieldTable::default())
+            .await
+            .map_err(declare_error(format!("exchange `{}`", exchange.name)))?;
+        let options = QueueDeclareOptions {
+            durable: self.durable,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue_name.clone(), options, self.declare_arguments())
+            .await
+            .map_err(declare_error(format!("queue `{}`", self.name)))?;
+        channel
+            .queue_bind(
+                queue_name,
+                exchange_name,
+                key,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(declare_error(format!("binding of queue `{}`", self.name)))?;
+        Ok(())
+    }
+}
+
+/// The queues an application uses. A queue that is not listed gets
+/// Celery's default shape ([`QueueDef::new`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Topology {
+    queues: Vec<QueueDef>,
+}
+
+impl Topology {
+    /// A topology with these queue definitions.
+    pub fn new(queues: Vec<QueueDef>) -> Self {
+        Self { queues }
+    }
+
+    /// Adds a queue definition.
+    pub fn queue(mut self, queue: QueueDef) -> Self {
+        self.queues.push(queue);
+        self
+    }
+
+    /// The listed queues.
+    pub fn queues(&self) -> &[QueueDef] {
+        &self.queues
+    }
+
+    /// The definition of queue `name`: the listed one, or the default shape.
+    pub fn queue_def(&self, name: &str) -> QueueDef {
+        self.queues
+            .iter()
+            .find(|q| q.name == name)
+            .cloned()
+            .unwrap_or_else(|| QueueDef::new(name))
+    }
+
+    /// Declares every listed queue. Idempotent.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), Error> {
+        for queue in &self.queues {
+            queue.declare(channel).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unlisted_queue_gets_celerys_default_shape() {
+        let q = Topology::default().queue_def("celery");
+        assert_eq!(
+            q.destination(),
+            Destination {
+                exchange: "celery".into(),
+                routing_key: "celery".into()
+            }
+        );
+        assert!(q.durable);
+        assert!(
+            q.declare_arguments().inner().is_empty(),
+            "Celery declares no arguments"
+        );
+    }
+
+    #[test]
+    fn quorum_and_priority_become_queue_arguments() {
+        let q = QueueDef::new("q")
+            .quorum()
+            .max_priority(9)
+            .argument("x-message-ttl", 1000);
+        let args = q.declare_arguments();
+        assert_eq!(
+            args.inner().get("x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+        assert_eq!(
+            args.inner().get("x-max-priority"),
+            Some(&AMQPValue::ShortShortUInt(9))
+        );
+        assert_eq!(
+            args.inner().get("x-message-ttl"),
+            Some(&AMQPValue::LongLongInt(1000))
+        );
+    }
+
+    #[test]
+    fn a_listed_queue_uses_its_exchange_and_key() {
+        let t = Topology::default().queue(
+            QueueDef::new("reports")
+                .exchange("work", ExchangeType::Topic)
+                .routing_key("reports.#"),
+        );
+        let d = t.queue_def("reports").destination();
+        assert_eq!(
+            (d.exchange.as_str(), d.routing_key.as_str()),
+            ("work", "reports.#")
+        );
+    }
+}
