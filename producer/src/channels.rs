@@ -1,0 +1,69 @@
+//! A small set of confirm-mode channels shared by concurrent sends.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use celeriac_shared::BrokerUrl;
+use deadpool_lapin::Pool;
+use lapin::Channel;
+use lapin::options::ConfirmSelectOptions;
+use tokio::sync::Mutex;
+
+use crate::Error;
+
+/// Round-robins publishes over a fixed number of channel slots, each
+/// (re)opened lazily in confirm mode on a pooled connection.
+///
+/// lapin lets many tasks publish on one channel at once, each awaiting its
+/// own confirm, so a handful of channels carries thousands of concurrent
+/// sends with their confirms pipelined.
+pub(crate) struct Channels {
+    /// Where connections come from; a broken one is replaced by the pool.
+    pool: Pool,
+    /// For error messages.
+    url: BrokerUrl,
+    /// One open channel per slot, or `None` before first use and after it
+    /// was found closed.
+    slots: Vec<Mutex<Option<Channel>>>,
+    /// The next slot to use.
+    next: AtomicUsize,
+}
+
+impl Channels {
+    pub(crate) fn new(pool: Pool, url: BrokerUrl, count: usize) -> Self {
+        Self {
+            pool,
+            url,
+            slots: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// An open confirm-mode channel.
+    pub(crate) async fn get(&self) -> Result<Channel, Error> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[index].lock().await;
+        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let channel = self.open().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(Error::amqp("confirm.select"))?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// A fresh plain channel, for declarations and passive queries that may
+    /// close it with a channel error.
+    pub(crate) async fn open(&self) -> Result<Channel, Error> {
+        let connection = self.pool.get().await.map_err(|source| Error::Connect {
+            url: self.url.to_string(),
+            source,
+        })?;
+        connection
+            .create_channel()
+            .await
+            .map_err(Error::amqp("channel.open"))
+    }
+}

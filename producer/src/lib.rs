@@ -1,0 +1,39 @@
+//! Publish celeriac tasks to RabbitMQ.
+//!
+//! A [`Producer`] routes each task to its queue (Celery-style rules), encodes
+//! it in Celery's protocol v2, publishes it with `mandatory` set and returns
+//! only after the broker confirmed it. Many sends run concurrently over a
+//! few confirm-mode channels, so confirms are pipelined rather than one
+//! round trip per message.
+//!
+//! Results come back over one exclusive reply queue per producer, as with
+//! Celery's `rpc://` backend: [`Producer::send`] returns a [`TaskHandle`]
+//! whose [`TaskHandle::wait`] yields the typed output or the worker's
+//! [`TaskFailure`](celeriac_shared::TaskFailure). [`Producer::map`] sends a
+//! batch and gathers it as a [`Group`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use celeriac_producer::{Producer, ProducerConfig};
+//! use celeriac_shared::demo::{Add, AddArgs};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let producer = Producer::connect(ProducerConfig::default()).await?;
+//! let sum = producer.call::<Add>(&AddArgs { x: 2, y: 3 }, Duration::from_secs(10)).await?;
+//! assert_eq!(sum, 5);
+//! # Ok(()) }
+//! ```
+
+mod channels;
+mod config;
+mod error;
+mod group;
+mod handle;
+mod producer;
+mod replies;
+
+pub use config::ProducerConfig;
+pub use error::Error;
+pub use group::Group;
+pub use handle::TaskHandle;
+pub use producer::{Producer, QueueStats};

@@ -1,0 +1,184 @@
+//! The producer's reply queue: one exclusive queue per producer, results
+//! matched to waiting handles by correlation id (= task id).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as SyncMutex};
+
+use celeriac_shared::ResultMessage;
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
+use tokio::sync::{Mutex, oneshot};
+use tracing::{debug, warn};
+
+use crate::Error;
+use crate::channels::Channels;
+
+/// What a waiting handle receives: a final result, or why none will come.
+pub(crate) type Delivered = Result<ResultMessage, String>;
+
+/// The handles waiting for results, by task id.
+///
+/// A result that arrives before anyone awaits it waits in its oneshot
+/// channel; a dropped handle removes its entry, so the map never holds more
+/// than the handles alive.
+///
+/// Each registration carries a token, so that a handle dropped after a
+/// newer send reused its task id cannot remove the newer one's slot.
+#[derive(Default)]
+pub(crate) struct Pending {
+    waiting: SyncMutex<HashMap<String, Slot>>,
+    /// The next registration token.
+    tokens: AtomicU64,
+}
+
+/// One waiting handle's slot.
+struct Slot {
+    token: u64,
+    sender: oneshot::Sender<Delivered>,
+}
+
+impl Pending {
+    /// Registers `task_id`; must happen before its message is published.
+    /// A task id that is already waiting is refused: its result could not
+    /// be told apart.
+    pub(crate) fn register(&self, task_id: &str) -> Option<(u64, oneshot::Receiver<Delivered>)> {
+        let (sender, receiver) = oneshot::channel();
+        let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = self.lock();
+        if waiting.contains_key(task_id) {
+            return None;
+        }
+        waiting.insert(task_id.to_owned(), Slot { token, sender });
+        Some((token, receiver))
+    }
+
+    /// Forgets the registration `token` of `task_id` (its handle was
+    /// dropped or its send failed).
+    pub(crate) fn forget(&self, task_id: &str, token: u64) {
+        let mut waiting = self.lock();
+        if waiting.get(task_id).is_some_and(|slot| slot.token == token) {
+            waiting.remove(task_id);
+        }
+    }
+
+    /// How many handles are waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn deliver(&self, task_id: &str, result: ResultMessage) {
+        match self.lock().remove(task_id) {
+            Some(slot) => {
+                let _ = slot.sender.send(Ok(result));
+            }
+            None => debug!(task_id, "result for a task nobody waits for; dropped"),
+        }
+    }
+
+    /// Fails every waiting handle with `reason`.
+    fn fail_all(&self, reason: &str) {
+        for (_, slot) in self.lock().drain() {
+            let _ = slot.sender.send(Err(reason.to_owned()));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The reply queue and its consumer, (re)declared on first need.
+pub(crate) struct Replies {
+    /// Handles waiting for results.
+    pub(crate) pending: Arc<Pending>,
+    /// The current reply queue, or `None` before first use and after its
+    /// consumer stopped (connection lost).
+    current: Mutex<Option<ReplyQueue>>,
+}
+
+struct ReplyQueue {
+    name: String,
+    channel: Channel,
+}
+
+impl Replies {
+    pub(crate) fn new() -> Self {
+        Self {
+            pending: Arc::new(Pending::default()),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// The reply queue's name, declaring it and starting its consumer if
+    /// there is none yet.
+    pub(crate) async fn queue(&self, channels: &Channels) -> Result<String, Error> {
+        let mut current = self.current.lock().await;
+        if let Some(queue) = current.as_ref().filter(|q| q.channel.status().connected()) {
+            return Ok(queue.name.clone());
+        }
+        let channel = channels.open().await?;
+        let name = format!("celeriac.reply.{}", uuid::Uuid::new_v4());
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(name.as_str().into(), options, FieldTable::default())
+            .await
+            .map_err(Error::amqp("queue.declare (reply queue)"))?;
+        let consume = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let consumer = channel
+            .basic_consume(
+                name.as_str().into(),
+                "".into(),
+                consume,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::amqp("basic.consume (reply queue)"))?;
+        tokio::spawn(consume_replies(consumer, Arc::clone(&self.pending)));
+        debug!(queue = %name, "declared reply queue");
+        *current = Some(ReplyQueue {
+            name: name.clone(),
+            channel,
+        });
+        Ok(name)
+    }
+}
+
+/// Delivers each result to its handle until the consumer ends, then fails
+/// the handles still waiting: their results went with the exclusive queue.
+async fn consume_replies(mut consumer: Consumer, pending: Arc<Pending>) {
+    let reason = loop {
+        match consumer.next().await {
+            Some(Ok(delivery)) => {
+                let Some(task_id) = delivery.properties.correlation_id().clone() else {
+                    warn!("reply without correlation_id; dropped");
+                    continue;
+                };
+                match ResultMessage::decode(&delivery.data) {
+                    Ok(result) if result.is_ready() => pending.deliver(task_id.as_str(), result),
+                    Ok(result) => {
+                        debug!(task_id = %task_id, state = ?result.status, "intermediate state")
+                    }
+                    Err(err) => {
+                        warn!(task_id = %task_id, error = %err, "undecodable reply; dropped")
+                    }
+                }
+            }
+            Some(Err(err)) => break format!("reply consumer failed: {err}"),
+            None => break "reply consumer stopped".to_owned(),
+        }
+    };
+    warn!(%reason, waiting = pending.len(), "reply queue lost; failing waiting calls");
+    pending.fail_all(&reason);
+}
