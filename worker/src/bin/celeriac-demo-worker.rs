@@ -1,0 +1,85 @@
+//! The demo worker: runs `demo.add`, `demo.sum_range`, `demo.sleep` and
+//! `demo.fail` from the given queues until SIGTERM or ctrl-c.
+//!
+//! ```text
+//! celeriac-demo-worker --queues celery,reports --concurrency 16
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use celeriac_shared::{BrokerUrl, Config};
+use celeriac_worker::{Worker, WorkerConfig, demo};
+use clap::Parser;
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(version, about = "Run the celeriac demo tasks")]
+struct Args {
+    /// Queues to consume, comma-separated. Defaults to the config file's
+    /// default queue, `celery` without one.
+    #[arg(long, value_delimiter = ',')]
+    queues: Vec<String>,
+    /// At most this many tasks at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Routing and topology file (TOML).
+    #[arg(long, env = "CELERIAC_CONFIG")]
+    config: Option<PathBuf>,
+    /// Broker URL.
+    #[arg(long, env = "CELERIAC_BROKER_URL", default_value = BrokerUrl::LOCAL, hide_env_values = true)]
+    broker: String,
+    /// How long in-flight tasks get to finish on shutdown, e.g. `30s`.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    grace_period: Duration,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    let args = Args::parse();
+    let file = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let mut config = WorkerConfig::from_config(&file, BrokerUrl::new(args.broker));
+    if !args.queues.is_empty() {
+        config.queues = args.queues;
+    }
+    config.concurrency = args.concurrency;
+    config.grace_period = args.grace_period;
+    Worker::with_registry(config, demo::registry())
+        .run(shutdown_signal())
+        .await
+        .context("worker failed")
+}
+
+/// Completes on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}

@@ -1,0 +1,51 @@
+//! Consume celeriac tasks from RabbitMQ.
+//!
+//! A [`Worker`] runs typed handlers for the tasks it has registered,
+//! consuming one or more queues with at most `concurrency` tasks at once
+//! (per-consumer prefetch, so quorum queues work). Every message is
+//! acknowledged only after its handler finished and its result (if anyone
+//! waits) was confirmed by the broker; a message the worker cannot use is
+//! dead-lettered with the reason and logged, and the worker carries on.
+//!
+//! Failures decide the message's fate (see [`TaskError`]): expected ones
+//! are retried through a broker-side delay with backoff, permanent ones and
+//! exhausted retries go to the queue's dead-letter queue `<queue>.dead`
+//! with the error in their headers. Tasks with a future `eta` wait in the
+//! broker (Celery 5.5's delay topology), never in worker memory.
+//!
+//! ```no_run
+//! use celeriac_shared::demo::{Add, AddArgs};
+//! use celeriac_worker::{TaskContext, TaskError, Worker, WorkerConfig};
+//!
+//! async fn add(args: AddArgs, _ctx: TaskContext) -> Result<i64, TaskError> {
+//!     args.x.checked_add(args.y).ok_or_else(|| TaskError::reject("overflow"))
+//! }
+//!
+//! # async fn run() -> Result<(), celeriac_worker::Error> {
+//! let worker = Worker::new(WorkerConfig::default()).register::<Add, _, _>(add);
+//! worker.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! The [`EagerSender`] runs the same handlers in-process, for unit tests of
+//! application code and for debugging a failing task synchronously.
+
+mod context;
+pub mod demo;
+mod dispatch;
+mod disposition;
+mod eager;
+mod error;
+mod publisher;
+mod registry;
+mod retry;
+mod task_error;
+mod worker;
+
+pub use context::TaskContext;
+pub use eager::EagerSender;
+pub use error::Error;
+pub use registry::{Registry, TaskOptions};
+pub use retry::{Backoff, RetryPolicy};
+pub use task_error::TaskError;
+pub use worker::{Worker, WorkerConfig};

@@ -1,0 +1,204 @@
+//! Everything a worker publishes, each confirmed by the broker before the
+//! original delivery is settled: results, retry copies, postponed copies
+//! and dead letters. A crash between the copy and the ack may duplicate a
+//! task, never lose one.
+
+use std::time::Duration;
+
+use celeriac_shared::{
+    DELAY_ENTRY_EXCHANGE, DeadLetter, DeadLetterTopology, DelayTopology, MAX_DELAY, ResultMessage,
+};
+use chrono::{SecondsFormat, Utc};
+use lapin::message::Delivery;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation};
+
+/// The header counting deliveries of a message on classic queues (quorum
+/// queues count in `x-delivery-count` themselves).
+pub(crate) const DELIVERIES_HEADER: &str = "x-celeriac-deliveries";
+/// The header a quorum queue counts redeliveries in.
+pub(crate) const QUORUM_DELIVERIES_HEADER: &str = "x-delivery-count";
+
+/// Publishes on a confirm-mode channel of the worker's connection.
+pub(crate) struct Publisher {
+    /// The confirm-mode channel.
+    pub(crate) channel: Channel,
+}
+
+impl Publisher {
+    /// Publishes and waits for the broker's confirm. With `mandatory`, an
+    /// unroutable message is an error.
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), String> {
+        let routing_key = ShortString::try_new(routing_key)
+            .map_err(|_| format!("routing key `{routing_key}` is longer than 255 bytes"))?;
+        let options = BasicPublishOptions {
+            mandatory,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = self
+            .channel
+            .basic_publish(exchange.into(), routing_key, options, body, properties)
+            .await
+            .map_err(|e| e.to_string())?;
+        match confirm.await.map_err(|e| e.to_string())? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) if mandatory => {
+                Err(format!("unroutable: {}", returned.reply_text))
+            }
+            Confirmation::Ack(Some(_)) => Ok(()),
+            Confirmation::Nack(_) => Err("the broker refused the message".into()),
+            Confirmation::NotRequested => Err("the channel is not in confirm mode".into()),
+        }
+    }
+
+    /// Sends a result to a caller's reply queue. An unroutable result (the
+    /// caller is gone) counts as sent: nobody can receive it.
+    pub(crate) async fn reply(&self, reply_to: &str, result: &ResultMessage) -> Result<(), String> {
+        let (body, properties) = result.encode().map_err(|e| e.to_string())?;
+        self.publish("", reply_to, &body, properties, false).await
+    }
+
+    /// Sends a copy of `delivery` through the delay topology, to arrive in
+    /// `queue` after `delay` (rounded up to whole seconds), with
+    /// `headers` changed. A zero delay goes straight to the queue.
+    pub(crate) async fn delay(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        delay: Duration,
+        changes: &[(&str, AMQPValue)],
+    ) -> Result<(), String> {
+        let mut headers = FieldTable::default();
+        let original = delivery.properties.headers().clone().unwrap_or_default();
+        for (key, value) in original.inner() {
+            if ![DELIVERIES_HEADER, QUORUM_DELIVERIES_HEADER].contains(&key.as_str()) {
+                headers.insert(key.clone(), value.clone());
+            }
+        }
+        for (key, value) in changes {
+            headers.insert((*key).into(), value.clone());
+        }
+        let properties = without_expiration(&delivery.properties).with_headers(headers);
+        let seconds = delay.min(MAX_DELAY).as_millis().div_ceil(1000);
+        let seconds = u64::try_from(seconds).unwrap_or(u64::MAX);
+        if seconds == 0 {
+            return self
+                .publish("", queue, &delivery.data, properties, true)
+                .await;
+        }
+        let key = DelayTopology::routing_key(seconds, queue).map_err(|e| e.to_string())?;
+        self.publish(DELAY_ENTRY_EXCHANGE, &key, &delivery.data, properties, true)
+            .await
+    }
+
+    /// Sends a retry copy: `retries + 1`, a new `eta`, through the delay.
+    pub(crate) async fn retry(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        retries: u32,
+        delay: Duration,
+    ) -> Result<(), String> {
+        let delay = delay.min(MAX_DELAY);
+        let eta = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let eta = eta.to_rfc3339_opts(SecondsFormat::Micros, false);
+        let changes = [
+            ("retries", AMQPValue::LongLongInt(i64::from(retries) + 1)),
+            (
+                "eta",
+                AMQPValue::LongString(LongString::from(eta.as_bytes())),
+            ),
+        ];
+        self.delay(delivery, queue, delay, &changes).await
+    }
+
+    /// Sends the original message, byte for byte, with the dead letter's
+    /// headers added, to `queue`'s dead-letter queue. The `expiration`
+    /// property is dropped, so a dead letter never expires. If the
+    /// dead-letter queue has gone (deleted by hand), it is declared again
+    /// once.
+    pub(crate) async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        letter: &DeadLetter,
+    ) -> Result<(), String> {
+        let properties = letter.annotate(&without_expiration(&delivery.properties));
+        let exchange = DeadLetterTopology::EXCHANGE;
+        let queue = &letter.original_queue;
+        let sent = self
+            .publish(exchange, queue, &delivery.data, properties.clone(), true)
+            .await;
+        if sent.is_ok() {
+            return sent;
+        }
+        DeadLetterTopology::declare(&self.channel, queue)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.publish(exchange, queue, &delivery.data, properties, true)
+            .await
+    }
+
+    /// Puts a redelivered message back at the end of `queue` with its
+    /// delivery count, so that a message that kills every worker is
+    /// eventually dead-lettered instead of looping forever.
+    pub(crate) async fn count_delivery(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        count: u32,
+    ) -> Result<(), String> {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            DELIVERIES_HEADER.into(),
+            AMQPValue::LongLongInt(i64::from(count)),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        self.publish("", queue, &delivery.data, properties, true)
+            .await
+    }
+}
+
+/// The properties without `expiration`: a per-message TTL would expire a
+/// copy early inside the delay topology.
+fn without_expiration(p: &BasicProperties) -> BasicProperties {
+    let mut copy = BasicProperties::default();
+    if let Some(v) = p.content_type() {
+        copy = copy.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        copy = copy.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.headers() {
+        copy = copy.with_headers(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        copy = copy.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.priority() {
+        copy = copy.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        copy = copy.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.reply_to() {
+        copy = copy.with_reply_to(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        copy = copy.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        copy = copy.with_timestamp(*v);
+    }
+    if let Some(v) = p.app_id() {
+        copy = copy.with_app_id(v.clone());
+    }
+    copy
+}
