@@ -1,0 +1,189 @@
+//! What every system works on: the no-op task, its encoded message, and
+//! the broker-side view of the queues a run uses.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use celeriac_shared::{BrokerUrl, QueueDef, SendOptions, Task, TaskMessage, encode_arguments};
+use chrono::Utc;
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde::{Deserialize, Serialize};
+
+/// The task every system runs: `bench.noop(payload)`, which does nothing.
+pub(crate) struct Noop;
+
+/// Arguments of [`Noop`]: a small payload, so messages have a realistic
+/// size without measuring JSON throughput.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NoopArgs {
+    /// [`PAYLOAD_BYTES`] ASCII characters.
+    pub(crate) payload: String,
+}
+
+impl Task for Noop {
+    const NAME: &'static str = "bench.noop";
+    type Args = NoopArgs;
+    type Output = ();
+}
+
+/// Length of the payload string.
+pub(crate) const PAYLOAD_BYTES: usize = 64;
+
+/// How often queue counts are polled while waiting for a queue to empty.
+pub(crate) const POLL: Duration = Duration::from_millis(50);
+
+/// How often the consumer count is polled while waiting for a worker.
+const START_POLL: Duration = Duration::from_millis(10);
+
+/// How long a worker may take to start consuming, or a queue to make any
+/// progress, before the run fails.
+pub(crate) const GUARD: Duration = Duration::from_secs(120);
+
+/// The arguments every system sends.
+pub(crate) fn noop_args() -> NoopArgs {
+    NoopArgs {
+        payload: "x".repeat(PAYLOAD_BYTES),
+    }
+}
+
+/// A task message as celeriac's producer publishes it (fire and forget),
+/// encoded once; raw lapin publishes these exact bytes.
+#[derive(Clone)]
+pub(crate) struct EncodedTask {
+    /// The JSON body `[args, kwargs, embed]`.
+    pub(crate) body: Vec<u8>,
+    /// Headers, `correlation_id`, persistent delivery, JSON content type.
+    pub(crate) properties: BasicProperties,
+}
+
+impl EncodedTask {
+    /// `bench.noop` with [`noop_args`], `ignore_result` set.
+    pub(crate) fn noop() -> anyhow::Result<Self> {
+        let (args, kwargs) = encode_arguments(&noop_args())?;
+        let mut message = TaskMessage::new(Noop::NAME, args, kwargs);
+        SendOptions::ignore_result().apply(&mut message, Utc::now());
+        message.headers.origin = Some(format!("gen{}@bench", std::process::id()));
+        let (body, properties) = message.encode(Utc::now())?;
+        Ok(Self { body, properties })
+    }
+}
+
+/// A connection for setting up queues and watching their counts, apart
+/// from the connections being measured.
+pub(crate) struct Broker {
+    url: BrokerUrl,
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Broker {
+    /// Connects to `url`.
+    pub(crate) async fn connect(url: BrokerUrl) -> anyhow::Result<Self> {
+        let connection = Connection::connect(url.expose(), ConnectionProperties::default())
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let channel = connection.create_channel().await?;
+        Ok(Self {
+            url,
+            connection,
+            channel,
+        })
+    }
+
+    /// The broker's URL.
+    pub(crate) fn url(&self) -> &BrokerUrl {
+        &self.url
+    }
+
+    /// Declares a new, empty queue in Celery's default shape (durable,
+    /// bound to a direct exchange of the same name) and returns its name.
+    pub(crate) async fn fresh_queue(&self, label: &str) -> anyhow::Result<String> {
+        let name = celeriac_tests::unique(&format!("bench-{label}"));
+        QueueDef::new(&name).declare(&self.channel).await?;
+        Ok(name)
+    }
+
+    /// Deletes a queue and its exchange (best effort).
+    pub(crate) async fn delete_queue(&self, queue: &str) {
+        let _ = self
+            .channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+        let _ = self
+            .channel
+            .exchange_delete(queue.into(), Default::default())
+            .await;
+    }
+
+    /// Ready messages and consumers of `queue`, from a passive declare.
+    pub(crate) async fn counts(&self, queue: &str) -> anyhow::Result<(u32, u32)> {
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let q = self
+            .channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .with_context(|| format!("queue {queue} is gone"))?;
+        Ok((q.message_count(), q.consumer_count()))
+    }
+
+    /// Waits until `queue` has a consumer; returns when it was seen.
+    pub(crate) async fn wait_for_consumer(&self, queue: &str) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            if self.counts(queue).await?.1 > 0 {
+                return Ok(Instant::now());
+            }
+            if Instant::now() > deadline {
+                bail!("no consumer on {queue} within {GUARD:?}");
+            }
+            tokio::time::sleep(START_POLL).await;
+        }
+    }
+
+    /// Polls every [`POLL`] until `queue` has no ready message; returns
+    /// when it was seen empty. Fails if the count stops moving for
+    /// [`GUARD`].
+    pub(crate) async fn wait_until_empty(&self, queue: &str) -> anyhow::Result<Instant> {
+        let mut last = (u32::MAX, Instant::now());
+        loop {
+            let (ready, _) = self.counts(queue).await?;
+            let now = Instant::now();
+            if ready == 0 {
+                return Ok(now);
+            }
+            if ready != last.0 {
+                last = (ready, now);
+            } else if now - last.1 > GUARD {
+                bail!("{queue} stuck at {ready} messages for {GUARD:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Polls every [`POLL`] until `queue` has no ready message or `limit`
+    /// passed; returns the ready messages left.
+    pub(crate) async fn wait_until_empty_within(
+        &self,
+        queue: &str,
+        limit: Duration,
+    ) -> anyhow::Result<u32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (ready, _) = self.counts(queue).await?;
+            if ready == 0 || Instant::now() > deadline {
+                return Ok(ready);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Closes the connection.
+    pub(crate) async fn close(self) {
+        let _ = self.connection.close(200, "OK".into()).await;
+    }
+}

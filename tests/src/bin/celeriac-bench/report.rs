@@ -1,0 +1,268 @@
+//! Samples of every measurement, summarised as median [min–max] in one
+//! Markdown table, with each system's ratio to raw lapin.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::System;
+
+/// A latency percentile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Percentile {
+    P50,
+    P90,
+    P99,
+}
+
+impl Percentile {
+    const ALL: [Self; 3] = [Self::P50, Self::P90, Self::P99];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::P50 => "p50",
+            Self::P90 => "p90",
+            Self::P99 => "p99",
+        }
+    }
+
+    /// The nearest-rank percentile of `sorted` (ascending).
+    fn of(self, sorted: &[Duration]) -> Duration {
+        let fraction = match self {
+            Self::P50 => 0.50,
+            Self::P90 => 0.90,
+            Self::P99 => 0.99,
+        };
+        let rank = (fraction * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+}
+
+/// One line of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Row {
+    /// Confirmed publishes per second.
+    Publish,
+    /// Tasks per second drained from a pre-filled queue by one worker.
+    Drain,
+    /// Tasks per second with producer and worker running at once.
+    EndToEnd,
+    /// Call-and-wait latency through a named exclusive reply queue, ms.
+    RoundTrip(Percentile),
+    /// Call-and-wait latency through direct reply-to (raw lapin only), ms.
+    DirectReplyTo(Percentile),
+    /// Peak RSS of the worker process during the drain, MiB.
+    PeakRss,
+    /// RSS of an idle worker while N delayed tasks wait, MiB.
+    DelayedRss,
+}
+
+impl Row {
+    fn label(self) -> String {
+        match self {
+            Self::Publish => "confirmed publish (tasks/s)".into(),
+            Self::Drain => "worker drain (tasks/s)".into(),
+            Self::EndToEnd => "end to end (tasks/s)".into(),
+            Self::RoundTrip(p) | Self::DirectReplyTo(p) => format!("round trip {} (ms)", p.label()),
+            Self::PeakRss => "worker peak RSS, drain (MiB)".into(),
+            Self::DelayedRss => "worker RSS, N delayed tasks waiting (MiB)".into(),
+        }
+    }
+
+    fn format(self, value: f64) -> String {
+        match self {
+            Self::Publish | Self::Drain | Self::EndToEnd => thousands(value.round() as u64),
+            Self::RoundTrip(_) | Self::DirectReplyTo(_) => format!("{value:.3}"),
+            Self::PeakRss | Self::DelayedRss => format!("{value:.1}"),
+        }
+    }
+}
+
+/// Every sample taken, by row and system.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    samples: BTreeMap<(Row, System), Vec<f64>>,
+    /// Lines printed under the table: skipped systems, settings.
+    pub(crate) notes: Vec<String>,
+}
+
+impl Report {
+    /// Records one sample.
+    pub(crate) fn add(&mut self, row: Row, system: System, value: f64) {
+        self.samples.entry((row, system)).or_default().push(value);
+    }
+
+    /// Records the percentiles of one run of round trips.
+    pub(crate) fn add_latencies(
+        &mut self,
+        row: fn(Percentile) -> Row,
+        system: System,
+        mut latencies: Vec<Duration>,
+    ) {
+        latencies.sort_unstable();
+        if latencies.is_empty() {
+            return;
+        }
+        for p in Percentile::ALL {
+            self.add(row(p), system, p.of(&latencies).as_secs_f64() * 1e3);
+        }
+    }
+
+    /// The median of a row's samples for a system.
+    pub(crate) fn median(&self, row: Row, system: System) -> Option<f64> {
+        self.summary(row, system).map(|s| s.median)
+    }
+
+    fn summary(&self, row: Row, system: System) -> Option<Summary> {
+        self.samples
+            .get(&(row, system))
+            .and_then(|v| Summary::of(v))
+    }
+
+    /// The table: one row per measurement, one column per system, then
+    /// ratios of medians; then the reply-queue comparison and the notes.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        let header = "| measurement | lapin | celeriac | celery | celeriac/lapin | celery/lapin | celeriac/celery |";
+        let _ = writeln!(out, "{header}\n|---|---|---|---|---|---|---|");
+        let mut rows = vec![Row::Publish, Row::Drain, Row::EndToEnd];
+        rows.extend(Percentile::ALL.map(Row::RoundTrip));
+        rows.extend([Row::PeakRss, Row::DelayedRss]);
+        for row in rows {
+            let cell = |system| self.cell(row, system);
+            let ratio = |a, b| ratio(self.median(row, a), self.median(row, b));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                row.label(),
+                cell(System::Lapin),
+                cell(System::Celeriac),
+                cell(System::Celery),
+                ratio(System::Celeriac, System::Lapin),
+                ratio(System::Celery, System::Lapin),
+                ratio(System::Celeriac, System::Celery),
+            );
+        }
+        if Percentile::ALL
+            .iter()
+            .any(|&p| self.summary(Row::DirectReplyTo(p), System::Lapin).is_some())
+        {
+            out.push_str(&self.render_reply_queues());
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "\n- {note}");
+        }
+        out
+    }
+
+    /// Raw lapin's round trips: named exclusive reply queue vs direct
+    /// reply-to.
+    fn render_reply_queues(&self) -> String {
+        let mut out = String::from(
+            "\nReply queue, raw lapin:\n\n| round trip | named exclusive queue | amq.rabbitmq.reply-to | direct/named |\n|---|---|---|---|\n",
+        );
+        for p in Percentile::ALL {
+            let (named, direct) = (Row::RoundTrip(p), Row::DirectReplyTo(p));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                named.label(),
+                self.cell(named, System::Lapin),
+                self.cell(direct, System::Lapin),
+                ratio(
+                    self.median(direct, System::Lapin),
+                    self.median(named, System::Lapin)
+                ),
+            );
+        }
+        out
+    }
+
+    fn cell(&self, row: Row, system: System) -> String {
+        match self.summary(row, system) {
+            None => "–".into(),
+            Some(s) if s.count == 1 => row.format(s.median),
+            Some(s) => format!(
+                "{} [{}–{}]",
+                row.format(s.median),
+                row.format(s.min),
+                row.format(s.max)
+            ),
+        }
+    }
+}
+
+/// Median, min and max of some samples.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    median: f64,
+    min: f64,
+    max: f64,
+    count: usize,
+}
+
+impl Summary {
+    fn of(samples: &[f64]) -> Option<Self> {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let count = sorted.len();
+        let median = match count {
+            0 => return None,
+            n if n % 2 == 1 => sorted[n / 2],
+            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Some(Self {
+            median,
+            min: sorted[0],
+            max: sorted[count - 1],
+            count,
+        })
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "–".into(),
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_take_the_middle_sample() {
+        let s = Summary::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Summary::of(&[1.0, 2.0, 4.0, 8.0]).unwrap().median, 3.0);
+        assert!(Summary::of(&[]).is_none());
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(Percentile::P50.of(&sorted), Duration::from_millis(50));
+        assert_eq!(Percentile::P99.of(&sorted), Duration::from_millis(99));
+        assert_eq!(Percentile::P90.of(&sorted[..1]), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn rates_get_thousands_separators() {
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(999), "999");
+    }
+}

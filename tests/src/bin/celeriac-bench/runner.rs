@@ -1,0 +1,288 @@
+//! One run of one measurement for one system, each on a fresh queue.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use celeriac_producer::Producer;
+use celeriac_shared::BrokerUrl;
+use celeriac_tests::Vhost;
+use lapin::Connection;
+
+use crate::celery::Celery;
+use crate::fixture::{Broker, EncodedTask};
+use crate::raw_lapin::{self, ReplyQueue};
+use crate::report::{Report, Row};
+use crate::worker_process::{RustWorkerSettings, WorkerProcess};
+use crate::{Settings, System, celeriac_side};
+
+/// How far in the future delayed tasks are due.
+const COUNTDOWN: Duration = Duration::from_secs(3600);
+
+/// The connections and installations the runs share.
+pub(crate) struct Runner {
+    settings: Settings,
+    /// Sets up queues and watches their counts.
+    broker: Broker,
+    /// The message raw lapin publishes, and fills queues with.
+    task: EncodedTask,
+    /// Raw lapin's connection.
+    lapin: Connection,
+    /// celeriac's producer.
+    producer: Producer,
+    /// `None` when Celery could not be installed.
+    celery: Option<Celery>,
+}
+
+impl Runner {
+    /// Connects everything; notes in `report` if Celery is skipped.
+    pub(crate) async fn new(settings: Settings, report: &mut Report) -> anyhow::Result<Self> {
+        let broker = Broker::connect(celeriac_tests::broker_url()).await?;
+        let celery = if settings.systems.contains(&System::Celery) {
+            match Celery::find(broker.url().clone(), settings.celery_worker()) {
+                Ok(celery) => Some(celery),
+                Err(err) => {
+                    report
+                        .notes
+                        .push(format!("celery skipped: it could not be set up: {err:#}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Self {
+            task: EncodedTask::noop()?,
+            lapin: raw_lapin::connect(broker.url()).await?,
+            producer: celeriac_side::producer(broker.url(), settings.producer_channels).await?,
+            celery,
+            broker,
+            settings,
+        })
+    }
+
+    /// Whether `system` can run (Celery may have been skipped).
+    pub(crate) fn has(&self, system: System) -> bool {
+        system != System::Celery || self.celery.is_some()
+    }
+
+    fn celery(&self) -> anyhow::Result<&Celery> {
+        self.celery.as_ref().context("Celery is not available")
+    }
+
+    /// Confirmed publishes per second.
+    pub(crate) async fn publish(&self, system: System) -> anyhow::Result<f64> {
+        let n = self.settings.n;
+        let queue = self.fresh_queue("publish").await?;
+        self.warm_up(system, &queue).await?;
+        let start = Instant::now();
+        let elapsed = match system {
+            System::Lapin => {
+                let window = self.settings.in_flight;
+                raw_lapin::publish(&self.lapin, &queue, &self.task, n, window).await?;
+                start.elapsed()
+            }
+            System::Celeriac => {
+                let in_flight = self.settings.in_flight;
+                celeriac_side::publish(&self.producer, &queue, (n, in_flight), None).await?;
+                start.elapsed()
+            }
+            System::Celery => self.celery()?.publish(&queue, n).await?,
+        };
+        self.broker.delete_queue(&queue).await;
+        Ok(n as f64 / elapsed.as_secs_f64())
+    }
+
+    /// Tasks per second drained from a pre-filled queue, from the moment
+    /// the worker's consumer appears to the moment the queue is empty, and
+    /// the worker's peak RSS in MiB.
+    pub(crate) async fn drain(&self, system: System) -> anyhow::Result<(f64, f64)> {
+        let n = self.settings.n;
+        let queue = self.fresh_queue("drain").await?;
+        raw_lapin::publish(&self.lapin, &queue, &self.task, n, self.settings.in_flight)
+            .await
+            .context("filling the queue")?;
+        tokio::time::sleep(self.settings.settle()).await;
+        let worker = self.start_worker(system, &queue)?;
+        let measured = async {
+            let start = self.broker.wait_for_consumer(&queue).await?;
+            let end = self.broker.wait_until_empty(&queue).await?;
+            anyhow::Ok((rate(n, end - start), worker.peak_rss_mib()?))
+        }
+        .await;
+        worker.stop().await?;
+        self.broker.delete_queue(&queue).await;
+        measured
+    }
+
+    /// Tasks per second from the first publish to the queue being empty,
+    /// with the worker consuming while the producer publishes.
+    pub(crate) async fn end_to_end(&self, system: System) -> anyhow::Result<f64> {
+        let n = self.settings.n;
+        let queue = self.fresh_queue("e2e").await?;
+        self.warm_up(system, &queue).await?;
+        let worker = self.start_worker(system, &queue)?;
+        let measured = async {
+            self.broker.wait_for_consumer(&queue).await?;
+            let in_flight = self.settings.in_flight;
+            let start = match system {
+                System::Lapin => {
+                    let start = Instant::now();
+                    raw_lapin::publish(&self.lapin, &queue, &self.task, n, in_flight).await?;
+                    start
+                }
+                System::Celeriac => {
+                    let start = Instant::now();
+                    celeriac_side::publish(&self.producer, &queue, (n, in_flight), None).await?;
+                    start
+                }
+                System::Celery => {
+                    let publisher = self.celery()?.publisher(&queue, n, None).await?;
+                    let start = Instant::now();
+                    publisher.finish().await?;
+                    start
+                }
+            };
+            let end = self.broker.wait_until_empty(&queue).await?;
+            anyhow::Ok(rate(n, end - start))
+        }
+        .await;
+        worker.stop().await?;
+        self.broker.delete_queue(&queue).await;
+        measured
+    }
+
+    /// Sequential call-and-wait round trips; raw lapin runs them through a
+    /// named reply queue and through direct reply-to.
+    pub(crate) async fn round_trips(
+        &self,
+        system: System,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let queue = self.fresh_queue("rtt").await?;
+        let worker = self.start_worker(system, &queue)?;
+        let calls = (self.settings.warmup, self.settings.calls);
+        let measured = async {
+            self.broker.wait_for_consumer(&queue).await?;
+            match system {
+                System::Lapin => {
+                    for (mode, row) in [
+                        (ReplyQueue::Named, Row::RoundTrip as fn(_) -> _),
+                        (ReplyQueue::Direct, Row::DirectReplyTo),
+                    ] {
+                        let latencies =
+                            raw_lapin::round_trips(&self.lapin, &queue, &self.task, calls, mode)
+                                .await
+                                .with_context(|| format!("reply queue {mode:?}"))?;
+                        report.add_latencies(row, system, latencies);
+                    }
+                }
+                System::Celeriac => {
+                    let latencies =
+                        celeriac_side::round_trips(&self.producer, &queue, calls).await?;
+                    report.add_latencies(Row::RoundTrip, system, latencies);
+                }
+                System::Celery => {
+                    let latencies = self.celery()?.round_trips(&queue, calls).await?;
+                    report.add_latencies(Row::RoundTrip, system, latencies);
+                }
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        worker.stop().await?;
+        self.broker.delete_queue(&queue).await;
+        measured
+    }
+
+    /// The RSS in MiB of an idle worker while `n` tasks for its queue wait
+    /// out a one-hour countdown, on a throwaway vhost (deleting it drops
+    /// the parked tasks and the delay queues with them).
+    pub(crate) async fn delayed(&self, system: System, report: &mut Report) -> anyhow::Result<f64> {
+        let vhost = tokio::task::spawn_blocking(Vhost::create).await??;
+        let url = vhost.url();
+        let broker = Broker::connect(url.clone()).await?;
+        let queue = self.fresh_queue_on(&broker, "delayed").await?;
+        let celery = self.celery.as_ref().map(|c| c.on(url.clone()));
+        let batch = (self.settings.n, self.settings.in_flight);
+        match (system, &celery) {
+            (System::Celeriac, _) => {
+                let producer =
+                    celeriac_side::producer(&url, self.settings.producer_channels).await?;
+                celeriac_side::publish(&producer, &queue, batch, Some(COUNTDOWN)).await?;
+            }
+            (System::Celery, Some(celery)) => {
+                let publisher = celery.publisher(&queue, batch.0, Some(COUNTDOWN)).await?;
+                publisher.finish().await?;
+            }
+            _ => bail!("{} has no delayed tasks", system.name()),
+        }
+        let worker = self.start_worker_on(system, &url, &queue, celery.as_ref())?;
+        let measured = async {
+            broker.wait_for_consumer(&queue).await?;
+            // Celery's worker fetches delayed tasks and holds them.
+            let limit = self.settings.delayed_fetch();
+            let left = broker.wait_until_empty_within(&queue, limit).await?;
+            if left > 0 {
+                report.notes.push(format!(
+                    "{}: its worker had fetched {} of {} delayed tasks when its RSS was read ({limit:?} after it started)",
+                    system.name(),
+                    self.settings.n - u64::from(left),
+                    self.settings.n
+                ));
+            }
+            tokio::time::sleep(self.settings.settle()).await;
+            worker.peak_rss_mib()
+        }
+        .await;
+        worker.stop().await?;
+        broker.close().await;
+        measured
+    }
+
+    /// With `--warm-producer`, one untimed celeriac send to `queue`; its
+    /// task is left for the worker (one more than `n`, not counted).
+    async fn warm_up(&self, system: System, queue: &str) -> anyhow::Result<()> {
+        if system == System::Celeriac && self.settings.warm_producer {
+            celeriac_side::warm_up(&self.producer, queue).await?;
+        }
+        Ok(())
+    }
+
+    async fn fresh_queue(&self, label: &str) -> anyhow::Result<String> {
+        self.fresh_queue_on(&self.broker, label).await
+    }
+
+    async fn fresh_queue_on(&self, broker: &Broker, label: &str) -> anyhow::Result<String> {
+        tokio::time::sleep(self.settings.settle()).await;
+        broker.fresh_queue(label).await
+    }
+
+    fn start_worker(&self, system: System, queue: &str) -> anyhow::Result<WorkerProcess> {
+        let url = self.broker.url();
+        self.start_worker_on(system, url, queue, self.celery.as_ref())
+    }
+
+    fn start_worker_on(
+        &self,
+        system: System,
+        url: &BrokerUrl,
+        queue: &str,
+        celery: Option<&Celery>,
+    ) -> anyhow::Result<WorkerProcess> {
+        let settings = RustWorkerSettings {
+            concurrency: self.settings.concurrency,
+            prefetch: self.settings.prefetch(),
+        };
+        WorkerProcess::start(system, url, queue, settings, celery)
+    }
+
+    /// Closes the connections.
+    pub(crate) async fn close(self) {
+        let _ = self.lapin.close(200, "OK".into()).await;
+        self.broker.close().await;
+    }
+}
+
+fn rate(n: u64, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64()
+}

@@ -1,0 +1,113 @@
+//! The workspace's binaries as child processes: the demo worker with its
+//! log readable line by line.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout};
+
+use crate::{GUARD, broker_url};
+
+/// The path of a workspace binary (`celeriac`, `celeriac-demo-worker`),
+/// built first if `cargo test` did not build it.
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no target directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        let package = if name == "celeriac" {
+            "celeriac-producer"
+        } else {
+            "celeriac-worker"
+        };
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", package, "--bin", name])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("building {name} failed");
+        }
+    }
+    Ok(path)
+}
+
+/// The demo worker running as a child process, its log readable line by
+/// line.
+pub struct DemoWorker {
+    /// The process; killed on drop.
+    pub child: Child,
+    lines: tokio::io::Lines<BufReader<ChildStdout>>,
+    /// Every log line read so far.
+    pub log: Vec<String>,
+}
+
+impl DemoWorker {
+    /// Starts `celeriac-demo-worker` with `args` (plus the test broker) and
+    /// waits until it logs that it is ready.
+    pub async fn start(args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(workspace_binary("celeriac-demo-worker")?)
+            .args(args)
+            .env("CELERIAC_BROKER_URL", broker_url().expose())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut worker = Self {
+            child,
+            lines: BufReader::new(stdout).lines(),
+            log: Vec::new(),
+        };
+        worker.wait_for_line("worker ready").await?;
+        Ok(worker)
+    }
+
+    /// Reads log lines until one contains `needle`; returns it.
+    pub async fn wait_for_line(&mut self, needle: &str) -> anyhow::Result<String> {
+        let read = async {
+            while let Some(line) = self.lines.next_line().await? {
+                let line = strip_ansi(&line);
+                self.log.push(line.clone());
+                if line.contains(needle) {
+                    return Ok(line);
+                }
+            }
+            bail!(
+                "worker exited before logging `{needle}`; log:\n{}",
+                self.log.join("\n")
+            )
+        };
+        tokio::time::timeout(GUARD, read)
+            .await
+            .with_context(|| format!("no log line with `{needle}` within {GUARD:?}"))?
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -1,0 +1,517 @@
+//! Real Celery (5.6, from the `scripts/celery-venv` virtualenv) on the
+//! other side of the broker: Celery's client calls the Rust worker, a
+//! Celery worker serves the Rust producer, and kombu reads a celeriac
+//! message off the queue as it is on the wire.
+//!
+//! Each test runs in its own throwaway vhost, because the point is Celery's
+//! fixed default queue `celery`. The Python helpers live in `tests/python/`
+//! and get the vhost's broker URL in `CELERIAC_BROKER_URL`.
+//!
+//! Run with `cargo test -p celeriac-tests --test python_interop`.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use celeriac_producer::{Producer, ProducerConfig};
+use celeriac_shared::demo::{Add, AddArgs};
+use celeriac_shared::{BrokerUrl, CallError, DEFAULT_QUEUE, SendOptions};
+use celeriac_tests::{
+    GUARD, TestWorker, Vhost, celery_python, init_logging, message_count, python_dir, unique,
+    wait_for_consumers,
+};
+use celeriac_worker::{Registry, TaskContext, TaskError, WorkerConfig};
+use lapin::{Connection, ConnectionProperties};
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Every application header of a Celery protocol v2 task message.
+const CELERY_HEADERS: [&str; 19] = [
+    "lang",
+    "task",
+    "id",
+    "shadow",
+    "eta",
+    "expires",
+    "group",
+    "group_index",
+    "retries",
+    "timelimit",
+    "root_id",
+    "parent_id",
+    "argsrepr",
+    "kwargsrepr",
+    "origin",
+    "ignore_result",
+    "replaced_task_nesting",
+    "stamped_headers",
+    "stamps",
+];
+
+/// What a Python process wrote so far, shown when a test fails.
+#[derive(Debug, Clone, Default)]
+struct Transcript {
+    stdout: String,
+    stderr: String,
+}
+
+impl fmt::Display for Transcript {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "--- python stdout ---\n{}", self.stdout)?;
+        write!(f, "--- python stderr ---\n{}", self.stderr)
+    }
+}
+
+impl Transcript {
+    /// The stdout lines `<name> <value>` as a map from name to value.
+    fn named_lines(&self) -> HashMap<&str, &str> {
+        self.stdout
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .collect()
+    }
+}
+
+/// A growing copy of one of a child's output streams.
+type Captured = Arc<Mutex<String>>;
+
+/// A Python process from the Celery virtualenv, run in `tests/python/`
+/// with the broker URL in `CELERIAC_BROKER_URL`; its output is collected
+/// while it runs and it is killed if dropped.
+struct Python {
+    child: Child,
+    stdout: Captured,
+    stderr: Captured,
+    /// The tasks copying stdout and stderr, done once the streams close.
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Python {
+    /// Starts `python <args>`.
+    fn spawn(args: &[&str], broker: &BrokerUrl) -> anyhow::Result<Self> {
+        let python = celery_python()?;
+        let mut child = Command::new(&python)
+            .args(args)
+            .current_dir(python_dir())
+            .env("CELERIAC_BROKER_URL", broker.expose())
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} {args:?}", python.display()))?;
+        let (stdout, stderr) = (Captured::default(), Captured::default());
+        let readers = vec![
+            tokio::spawn(copy_into(child.stdout.take(), Arc::clone(&stdout))),
+            tokio::spawn(copy_into(child.stderr.take(), Arc::clone(&stderr))),
+        ];
+        Ok(Self {
+            child,
+            stdout,
+            stderr,
+            readers,
+        })
+    }
+
+    /// Runs the script `tests/python/<script>` to completion and returns
+    /// its output; fails if it exits unsuccessfully or outlives [`GUARD`].
+    async fn run(script: &str, broker: &BrokerUrl) -> anyhow::Result<Transcript> {
+        let mut python = Self::spawn(&[script], broker)?;
+        let status = python.wait().await?;
+        let transcript = python.collect().await;
+        if !status.success() {
+            bail!("{script} failed with {status}\n{transcript}");
+        }
+        Ok(transcript)
+    }
+
+    /// What the process wrote so far.
+    fn transcript(&self) -> Transcript {
+        let text = |captured: &Captured| {
+            captured
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        };
+        Transcript {
+            stdout: text(&self.stdout),
+            stderr: text(&self.stderr),
+        }
+    }
+
+    /// Waits up to [`GUARD`] for the process to exit.
+    async fn wait(&mut self) -> anyhow::Result<ExitStatus> {
+        match tokio::time::timeout(GUARD, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => bail!(
+                "python did not exit within {GUARD:?}\n{}",
+                self.transcript()
+            ),
+        }
+    }
+
+    /// The whole output, once the process has exited.
+    async fn collect(mut self) -> Transcript {
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(GUARD, reader).await;
+        }
+        self.transcript()
+    }
+
+    /// Waits until `queue` in the broker's vhost has a consumer; fails
+    /// early if the process exits first.
+    async fn wait_until_consuming(
+        &mut self,
+        broker: &BrokerUrl,
+        queue: &str,
+    ) -> anyhow::Result<()> {
+        let queues = [queue.to_owned()];
+        tokio::select! {
+            consuming = wait_for_consumers(broker, &queues) => {
+                consuming.with_context(|| self.transcript().to_string())
+            }
+            status = self.child.wait() => {
+                bail!("python exited ({:?}) before consuming {queue}\n{}", status, self.transcript())
+            }
+        }
+    }
+
+    /// Stops the process as a supervisor would: SIGTERM, then SIGKILL if it
+    /// has not exited within [`GUARD`]. Fails in that second case.
+    async fn terminate(mut self) -> anyhow::Result<Transcript> {
+        let pid = self.child.id().context("the process already exited")?;
+        let signalled = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        if !signalled.success() {
+            bail!("kill -TERM {pid} failed: {signalled}");
+        }
+        if let Err(err) = self.wait().await {
+            self.child.kill().await?;
+            return Err(err.context("python ignored SIGTERM and was killed"));
+        }
+        Ok(self.collect().await)
+    }
+}
+
+/// Copies a child's output stream into `into` until it closes.
+async fn copy_into(stream: Option<impl AsyncRead + Unpin>, into: Captured) {
+    let Some(mut stream) = stream else { return };
+    let mut buffer = [0u8; 4096];
+    while let Ok(read @ 1..) = stream.read(&mut buffer).await {
+        into.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+}
+
+/// A worker configuration consuming Celery's default queue of `vhost`.
+fn worker_config(vhost: &Vhost) -> WorkerConfig {
+    WorkerConfig {
+        broker_url: vhost.url(),
+        queues: vec![DEFAULT_QUEUE.to_owned()],
+        concurrency: 4,
+        ..WorkerConfig::default()
+    }
+}
+
+/// A producer connected to `vhost`.
+async fn producer_in(vhost: &Vhost) -> Producer {
+    let config = ProducerConfig {
+        broker_url: vhost.url(),
+        ..ProducerConfig::default()
+    };
+    Producer::connect(config).await.unwrap()
+}
+
+/// The number of ready messages in `queue` of `vhost`.
+async fn ready_messages(vhost: &Vhost, queue: &str) -> u32 {
+    let connection = Connection::connect(vhost.url().expose(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let count = message_count(&channel, queue).await.unwrap();
+    let _ = connection.close(200, "OK".into()).await;
+    count
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_send_task_runs_on_the_rust_worker() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let mut registry = Registry::new();
+    registry.register::<Add, _, _>(move |args: AddArgs, _ctx: TaskContext| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            let _ = seen_tx.send((args.x, args.y));
+            Ok::<_, TaskError>(args.x + args.y)
+        }
+    });
+    // The worker declares `celery` first; kombu then declares it again
+    // when publishing, which fails if the two shapes differ.
+    let worker = TestWorker::start_with(worker_config(&vhost), registry)
+        .await
+        .unwrap();
+
+    let transcript = Python::run("send_tasks.py", &vhost.url()).await.unwrap();
+
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let call = tokio::time::timeout(GUARD, seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("demo.add did not run within {GUARD:?}\n{transcript}"))
+            .unwrap();
+        calls.push(call);
+    }
+    calls.sort_unstable();
+    assert_eq!(
+        calls,
+        [(2, 3), (4, 5)],
+        "positional and keyword calls\n{transcript}"
+    );
+    worker.stop().await.unwrap();
+    assert_eq!(
+        ready_messages(&vhost, DEFAULT_QUEUE).await,
+        0,
+        "both acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_rpc_client_gets_results_from_the_rust_worker() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let worker = TestWorker::start_with(worker_config(&vhost), celeriac_worker::demo::registry())
+        .await
+        .unwrap();
+
+    let transcript = Python::run("rpc_client.py", &vhost.url()).await.unwrap();
+
+    let results = transcript.named_lines();
+    assert_eq!(results.get("add"), Some(&"ok 5"), "{transcript}");
+    // The exception type is whatever the worker names its error; what
+    // matters is that Celery raises it with the task's message.
+    let failure = results.get("fail").copied().unwrap_or_default();
+    assert!(
+        failure.starts_with("raised ") && failure.ends_with(": boom from rust"),
+        "the failure is raised as an exception in Python\n{transcript}"
+    );
+    assert_eq!(
+        results.get("sum_range"),
+        Some(&"ok 50000000005000000000"),
+        "an integer beyond u64 arrives as a Python int\n{transcript}"
+    );
+    assert_eq!(
+        results.get("flaky"),
+        Some(&"ok 3"),
+        "a task retried twice through the delay topology answers after its retries\n{transcript}"
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_producer_calls_a_python_worker() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let node = format!("{}@%h", unique("pytasks"));
+    // No `--without-heartbeat`: the event heartbeat's 2 s timer is what
+    // wakes Celery's event loop to notice SIGTERM; without any timer it
+    // sleeps up to 10 s, which would be most of this test's run time.
+    let mut celery = Python::spawn(
+        &[
+            "-m",
+            "celery",
+            "-A",
+            "pytasks",
+            "worker",
+            "-P",
+            "solo",
+            "-Q",
+            DEFAULT_QUEUE,
+            "-n",
+            &node,
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+        ],
+        &vhost.url(),
+    )
+    .unwrap();
+    celery
+        .wait_until_consuming(&vhost.url(), DEFAULT_QUEUE)
+        .await
+        .unwrap();
+    let producer = producer_in(&vhost).await;
+
+    let sum = producer
+        .send_raw::<Value>(
+            "py.add",
+            vec![json!(2), json!(3)],
+            Map::new(),
+            SendOptions::default(),
+        )
+        .await
+        .unwrap()
+        .wait(GUARD)
+        .await
+        .unwrap_or_else(|err| panic!("py.add(2, 3): {err}\n{}", celery.transcript()));
+    assert_eq!(sum, json!(5));
+
+    let kwargs = Map::from_iter([("x".to_owned(), json!(4)), ("y".to_owned(), json!(5))]);
+    let sum = producer
+        .send_raw::<Value>("py.add", Vec::new(), kwargs, SendOptions::default())
+        .await
+        .unwrap()
+        .wait(GUARD)
+        .await
+        .unwrap_or_else(|err| panic!("py.add(x=4, y=5): {err}\n{}", celery.transcript()));
+    assert_eq!(sum, json!(9));
+
+    let outcome = producer
+        .send_raw::<Value>(
+            "py.fail",
+            vec![json!("boom from python")],
+            Map::new(),
+            SendOptions::default(),
+        )
+        .await
+        .unwrap()
+        .wait(GUARD)
+        .await;
+    match outcome {
+        Err(CallError::Failed { failure, .. }) => {
+            assert_eq!(failure.exc_type, "ValueError", "{failure:?}");
+            assert!(failure.message.contains("boom from python"), "{failure:?}");
+            assert_eq!(
+                failure.exc_module.as_deref(),
+                Some("builtins"),
+                "{failure:?}"
+            );
+            let traceback = failure.traceback.as_deref().unwrap_or_default();
+            assert!(
+                traceback.contains("raise ValueError(message)"),
+                "{failure:?}"
+            );
+        }
+        other => panic!(
+            "py.fail: expected a ValueError, got {other:?}\n{}",
+            celery.transcript()
+        ),
+    }
+
+    celery.terminate().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sees_celeriac_messages_as_valid() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let producer = producer_in(&vhost).await;
+    let kwargs = Map::from_iter([("x".to_owned(), json!(2)), ("y".to_owned(), json!(3))]);
+    let handle = producer
+        .send_raw::<Value>("demo.add", Vec::new(), kwargs, SendOptions::ignore_result())
+        .await
+        .unwrap();
+    let id = handle.id().to_owned();
+
+    let transcript = Python::run("get_raw_message.py", &vhost.url())
+        .await
+        .unwrap();
+
+    let message: Value = serde_json::from_str(transcript.stdout.trim())
+        .unwrap_or_else(|err| panic!("{err}\n{transcript}"));
+    let headers = message["headers"].as_object().unwrap();
+    for header in CELERY_HEADERS {
+        assert!(headers.contains_key(header), "no `{header}` in {headers:?}");
+    }
+    assert_eq!(headers["task"], "demo.add");
+    assert_eq!(headers["id"], json!(id));
+    assert_eq!(headers["root_id"], json!(id));
+    assert_eq!(headers["parent_id"], Value::Null);
+    assert_eq!(headers["retries"], 0);
+    assert_eq!(headers["ignore_result"], true);
+    assert_eq!(headers["timelimit"], json!([null, null]));
+    assert!(headers["lang"].is_string(), "{headers:?}");
+    assert!(headers["argsrepr"].is_string(), "{headers:?}");
+    assert!(headers["kwargsrepr"].is_string(), "{headers:?}");
+    assert!(
+        headers["origin"].as_str().unwrap().starts_with("gen"),
+        "{headers:?}"
+    );
+
+    let properties = &message["properties"];
+    assert_eq!(properties["correlation_id"], json!(id));
+    assert_eq!(properties["content_type"], "application/json");
+    assert_eq!(properties["content_encoding"], "utf-8");
+    assert_eq!(properties["delivery_mode"], 2);
+    assert_eq!(message["delivery_info"]["routing_key"], DEFAULT_QUEUE);
+
+    let body: Value = serde_json::from_str(message["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!([
+            [],
+            {"x": 2, "y": 3},
+            {"callbacks": null, "errbacks": null, "chain": null, "chord": null}
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_countdown_runs_on_the_rust_worker_after_the_delay() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let mut registry = Registry::new();
+    registry.register::<Add, _, _>(move |args: AddArgs, _ctx: TaskContext| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            let _ = seen_tx.send(now);
+            Ok::<_, TaskError>(args.x + args.y)
+        }
+    });
+    let worker = TestWorker::start_with(worker_config(&vhost), registry)
+        .await
+        .unwrap();
+
+    let transcript = Python::run("send_countdown.py", &vhost.url())
+        .await
+        .unwrap();
+    let sent: f64 = transcript
+        .to_string()
+        .split(" at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no send time printed\n{transcript}"));
+    let ran = tokio::time::timeout(GUARD, seen.recv())
+        .await
+        .unwrap_or_else(|_| panic!("demo.add did not run within {GUARD:?}\n{transcript}"))
+        .unwrap();
+    let waited = ran - sent;
+    assert!(
+        waited >= 1.9,
+        "ran {waited:.3}s after the send, before its countdown"
+    );
+    assert!(
+        waited <= 4.0,
+        "ran {waited:.3}s after the send, long after its countdown"
+    );
+    worker.stop().await.unwrap();
+    assert_eq!(ready_messages(&vhost, DEFAULT_QUEUE).await, 0);
+}
