@@ -1,0 +1,21 @@
+# Builds the demo worker and the `celeriac` CLI into a small runtime image.
+# Used by compose.yaml; run `docker compose up --build`.
+
+FROM rust:1.89-bookworm AS builder
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p celeriac-worker -p celeriac-producer
+
+FROM debian:bookworm-slim
+# CA certificates for amqps:// brokers and TLS trace collectors.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /src/target/release/celeriac-demo-worker /usr/local/bin/
+COPY --from=builder /src/target/release/celeriac /usr/local/bin/
+RUN useradd --system --no-create-home --shell /usr/sbin/nologin celeriac
+USER celeriac
+# The worker finishes its in-flight tasks on SIGTERM, then exits.
+STOPSIGNAL SIGTERM
+ENTRYPOINT []
+CMD ["celeriac-demo-worker"]
