@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use celeriac_shared::{DeadLetter, ResultMessage, TaskMessage, delay_until, strip_delay_prefix};
 use chrono::Utc;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::AMQPValue;
 use tracing::{error, info, warn};
 
+use crate::acks::{Acks, Settlement};
 use crate::disposition::{Disposition, Outcome, disposition};
 use crate::publisher::{DELIVERIES_HEADER, Publisher, QUORUM_DELIVERIES_HEADER};
 use crate::{Registry, RetryPolicy};
@@ -35,6 +35,15 @@ pub(crate) struct Dispatcher {
     pub(crate) node: String,
 }
 
+/// Where a delivery came from: its queue, and the ack task of the channel
+/// it arrived on.
+pub(crate) struct Source {
+    /// The queue's name.
+    pub(crate) queue: String,
+    /// Settles the channel's deliveries.
+    pub(crate) acks: Acks,
+}
+
 /// What the checks before running decided.
 enum Precheck {
     /// Run the task; `true` if it was delivered before.
@@ -46,8 +55,8 @@ enum Precheck {
 }
 
 impl Dispatcher {
-    /// Handles one delivery from `queue` to the end.
-    pub(crate) async fn dispatch(&self, queue: &str, delivery: Delivery) {
+    /// Handles one delivery from `source` to the end.
+    pub(crate) async fn dispatch(&self, source: &Source, delivery: Delivery) {
         let started = Instant::now();
         let mut message = match TaskMessage::decode(
             &delivery.properties,
@@ -57,7 +66,7 @@ impl Dispatcher {
             Ok(message) => message,
             Err(err) => {
                 let outcome = Outcome::Undecodable(err);
-                self.finish(queue, &delivery, None, outcome, started).await;
+                self.finish(source, &delivery, None, outcome, started).await;
                 return;
             }
         };
@@ -65,7 +74,7 @@ impl Dispatcher {
             task_id = %message.id(), task = %message.task(), retries = message.headers.retries,
             "Task {}[{}] received", message.task(), message.id()
         );
-        let outcome = match self.precheck(queue, &delivery, &message).await {
+        let outcome = match self.precheck(source, &delivery, &message).await {
             Precheck::Run(redelivered) => {
                 self.send_started(&message).await;
                 self.registry.execute(&mut message, redelivered).await
@@ -73,13 +82,19 @@ impl Dispatcher {
             Precheck::Skip(outcome) => outcome,
             Precheck::Settled => return,
         };
-        self.finish(queue, &delivery, Some(&message), outcome, started)
+        self.finish(source, &delivery, Some(&message), outcome, started)
             .await;
     }
 
     /// Expired tasks are not run; tasks due later are moved into the delay
     /// topology; redelivered messages are counted against the limit.
-    async fn precheck(&self, queue: &str, delivery: &Delivery, message: &TaskMessage) -> Precheck {
+    async fn precheck(
+        &self,
+        source: &Source,
+        delivery: &Delivery,
+        message: &TaskMessage,
+    ) -> Precheck {
+        let queue = source.queue.as_str();
         let now = Utc::now();
         if message
             .headers
@@ -98,7 +113,7 @@ impl Dispatcher {
                 .delay(delivery, queue, Duration::from_secs(seconds), &[])
                 .await;
             info!(task_id = %message.id(), seconds, "Task {}[{}] postponed to its eta", message.task(), message.id());
-            settle(delivery, copied).await;
+            settle(&source.acks, delivery, copied);
             return Precheck::Settled;
         }
         let header = |name: &str| {
@@ -124,7 +139,7 @@ impl Dispatcher {
             return Precheck::Skip(Outcome::DeliveryLimit(count + 1));
         }
         let copied = self.publisher.count_delivery(delivery, queue, count).await;
-        settle(delivery, copied).await;
+        settle(&source.acks, delivery, copied);
         Precheck::Settled
     }
 
@@ -132,12 +147,13 @@ impl Dispatcher {
     /// waiting caller, then acknowledges (or requeues on failure).
     async fn finish(
         &self,
-        queue: &str,
+        source: &Source,
         delivery: &Delivery,
         message: Option<&TaskMessage>,
         outcome: Outcome,
         started: Instant,
     ) {
+        let queue = source.queue.as_str();
         let retries = message.map_or(0, |m| m.headers.retries);
         let task = message.map_or("", |m| m.task());
         let policy = self
@@ -172,7 +188,7 @@ impl Dispatcher {
             };
             settled = self.publisher.reply(&reply_to, &result).await;
         }
-        settle(delivery, settled).await;
+        settle(&source.acks, delivery, settled);
     }
 
     fn dead_letter(
@@ -238,21 +254,15 @@ fn caller(delivery: &Delivery, message: Option<&TaskMessage>) -> Option<(String,
 
 /// Acknowledges the delivery if everything it needed was confirmed, else
 /// requeues it (at worst the task runs twice; it is never lost).
-async fn settle(delivery: &Delivery, confirmed: Result<(), String>) {
-    let result = match confirmed {
-        Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+fn settle(acks: &Acks, delivery: &Delivery, confirmed: Result<(), String>) {
+    let settlement = match confirmed {
+        Ok(()) => Settlement::Ack,
         Err(err) => {
             error!(delivery_tag = delivery.delivery_tag, error = %err, "publishing failed; requeueing the message");
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            };
-            delivery.acker.nack(requeue).await
+            Settlement::Requeue
         }
     };
-    if let Err(err) = result {
-        warn!(delivery_tag = delivery.delivery_tag, error = %err, "could not settle; the broker redelivers it");
-    }
+    acks.finished(delivery.delivery_tag, settlement);
 }
 
 fn integer(value: &AMQPValue) -> Option<u32> {

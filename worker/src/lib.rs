@@ -30,6 +30,7 @@
 //! The [`EagerSender`] runs the same handlers in-process, for unit tests of
 //! application code and for debugging a failing task synchronously.
 
+mod acks;
 mod context;
 pub mod demo;
 mod dispatch;

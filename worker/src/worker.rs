@@ -20,7 +20,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::dispatch::Dispatcher;
+use crate::acks::{AckTask, Acks};
+use crate::dispatch::{Dispatcher, Source};
 use crate::publisher::Publisher;
 use crate::{Error, Registry, RetryPolicy, TaskContext, TaskError, TaskOptions};
 
@@ -102,9 +103,9 @@ pub struct Worker {
     registry: Registry,
 }
 
-/// Deliveries from all consumed queues, each with its queue's name.
+/// Deliveries from all consumed queues, each with where it came from.
 type Deliveries = futures::stream::SelectAll<
-    BoxStream<'static, (Arc<str>, Result<lapin::message::Delivery, lapin::Error>)>,
+    BoxStream<'static, (Arc<Source>, Result<lapin::message::Delivery, lapin::Error>)>,
 >;
 
 /// `celeriac-worker-<pid>@<host>`, the name written into dead letters.
@@ -113,10 +114,12 @@ fn node_name() -> String {
     format!("celeriac-worker-{}@{}", std::process::id(), host.trim())
 }
 
-/// One queue's consumer, kept to cancel it on shutdown.
+/// One queue's consumer, kept to cancel it and send its last acks on
+/// shutdown.
 struct QueueConsumer {
     channel: Channel,
     tag: ShortString,
+    acks: AckTask,
 }
 
 impl Worker {
@@ -202,6 +205,9 @@ impl Worker {
                 .await;
         }
         self.drain(&mut in_flight).await;
+        for consumer in consumers {
+            consumer.acks.close().await;
+        }
         let _ = connection.close(200, "worker shutdown".into()).await;
         info!("worker stopped");
         outcome
@@ -261,12 +267,17 @@ impl Worker {
                 )
                 .await
                 .map_err(Error::amqp("basic.consume"))?;
+            let (acks, ack_task) = Acks::spawn();
             consumers.push(QueueConsumer {
                 channel,
                 tag: consumer.tag(),
+                acks: ack_task,
             });
-            let queue: Arc<str> = Arc::from(queue.as_str());
-            streams.push(consumer.map(move |d| (Arc::clone(&queue), d)).boxed());
+            let source = Arc::new(Source {
+                queue: queue.clone(),
+                acks,
+            });
+            streams.push(consumer.map(move |d| (Arc::clone(&source), d)).boxed());
         }
         Ok((consumers, futures::stream::select_all(streams)))
     }
@@ -292,8 +303,8 @@ impl Worker {
                 () = &mut shutdown => return Ok(()),
                 delivery = deliveries.next() => delivery,
             };
-            let (queue, delivery) = match delivery {
-                Some((queue, Ok(delivery))) => (queue, delivery),
+            let (source, delivery) = match delivery {
+                Some((source, Ok(delivery))) => (source, delivery),
                 Some((_, Err(err))) => return Err(Error::amqp("basic.consume")(err)),
                 None => {
                     return Err(Error::ConsumerClosed {
@@ -301,9 +312,12 @@ impl Worker {
                     });
                 }
             };
+            source
+                .acks
+                .received(delivery.delivery_tag, delivery.acker.clone());
             let dispatcher = Arc::clone(&dispatcher);
             in_flight.spawn(async move {
-                dispatcher.dispatch(&queue, delivery).await;
+                dispatcher.dispatch(&source, delivery).await;
                 drop(permit);
             });
         }
