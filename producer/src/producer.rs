@@ -1,7 +1,7 @@
 //! The producer: route, encode, publish with confirms.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
 use celeriac_shared::{
@@ -15,7 +15,7 @@ use lapin::types::FieldTable;
 use lapin::{Confirmation, ConnectionProperties};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 use tracing::debug;
 
 use crate::channels::Channels;
@@ -42,8 +42,9 @@ struct Inner {
     config: ProducerConfig,
     channels: Channels,
     replies: Replies,
-    /// Queues already declared by this producer, so each is declared once.
-    declared: Mutex<HashSet<String>>,
+    /// Queues this producer declared (or is declaring), so each is
+    /// declared once even when a thousand first sends to it race.
+    declared: SyncMutex<HashMap<String, Arc<OnceCell<()>>>>,
     /// Whether the delay topology was declared, and the queues already
     /// bound to its delivery exchange.
     delayed: Mutex<(bool, HashSet<String>)>,
@@ -79,7 +80,7 @@ impl Producer {
         let inner = Inner {
             channels,
             replies: Replies::new(),
-            declared: Mutex::new(HashSet::new()),
+            declared: SyncMutex::new(HashMap::new()),
             delayed: Mutex::new((false, HashSet::new())),
             origin: origin(),
             config,
@@ -281,11 +282,22 @@ impl Producer {
         self.inner.replies.queue(&self.inner.channels).await
     }
 
+    /// Declares `queue` on its first use by this producer; concurrent
+    /// first sends wait for the one declaration instead of each declaring.
     async fn ensure_declared(&self, queue: &celeriac_shared::QueueDef) -> Result<(), Error> {
-        if self.inner.declared.lock().await.contains(&queue.name) {
-            return Ok(());
-        }
-        self.declare(queue).await
+        let cell = {
+            let mut declared = self
+                .inner
+                .declared
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match declared.get(&queue.name) {
+                Some(cell) => Arc::clone(cell),
+                None => Arc::clone(declared.entry(queue.name.clone()).or_default()),
+            }
+        };
+        cell.get_or_try_init(|| self.declare(queue)).await?;
+        Ok(())
     }
 
     /// Declares the delay topology once and binds `queue` to its delivery
@@ -311,7 +323,6 @@ impl Producer {
         queue.declare(&channel).await?;
         let _ = channel.close(200, "OK".into()).await;
         debug!(queue = %queue.name, "declared queue");
-        self.inner.declared.lock().await.insert(queue.name.clone());
         Ok(())
     }
 }
