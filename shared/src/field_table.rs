@@ -36,7 +36,8 @@ pub fn json_to_field_table(map: &Map<String, Value>) -> FieldTable {
     table
 }
 
-fn amqp_to_json(value: &AMQPValue) -> Value {
+/// Converts one AMQP value into JSON, as [`field_table_to_json`] does.
+pub(crate) fn amqp_to_json(value: &AMQPValue) -> Value {
     match value {
         AMQPValue::Boolean(b) => Value::Bool(*b),
         AMQPValue::ShortShortInt(n) => Value::from(*n),
@@ -67,7 +68,8 @@ fn float_to_json(f: f64) -> Value {
     Number::from_f64(f).map_or(Value::Null, Value::Number)
 }
 
-fn json_to_amqp(value: &Value) -> AMQPValue {
+/// Converts one JSON value into AMQP, as [`json_to_field_table`] does.
+pub(crate) fn json_to_amqp(value: &Value) -> AMQPValue {
     match value {
         Value::Null => AMQPValue::Void,
         Value::Bool(b) => AMQPValue::Boolean(*b),

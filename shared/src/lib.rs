@@ -28,6 +28,7 @@ mod result;
 mod routing;
 mod sender;
 mod task;
+mod task_headers;
 mod time_limit;
 mod topology;
 
@@ -43,11 +44,12 @@ pub use delay::{
 };
 pub use error::Error;
 pub use field_table::{field_table_to_json, json_to_field_table};
-pub use message::{CONTENT_ENCODING, CONTENT_TYPE, Embed, TaskHeaders, TaskMessage};
+pub use message::{CONTENT_ENCODING, CONTENT_TYPE, Embed, TaskMessage};
 pub use result::{ResultMessage, TaskFailure, TaskState};
 pub use routing::{Route, Router};
 pub use sender::{CallError, SendOptions, Sender, decode_output};
 pub use task::Task;
+pub use task_headers::TaskHeaders;
 pub use time_limit::TimeLimit;
 pub use topology::{Destination, ExchangeDef, ExchangeType, QueueDef, QueueType, Topology};
 

@@ -1,12 +1,12 @@
 //! Celery task protocol v2 messages in JSON: headers, properties and body.
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use lapin::BasicProperties;
 use lapin::types::ShortString;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Error, TimeLimit, field_table_to_json, json_to_field_table};
+use crate::{Error, TaskHeaders, TimeLimit};
 
 /// The content type of every message celeriac sends and accepts.
 pub const CONTENT_TYPE: &str = "application/json";
@@ -33,74 +33,6 @@ pub struct TaskMessage {
     pub kwargs: Map<String, Value>,
     /// Callbacks, errbacks, chain and chord, passed through untouched.
     pub embed: Embed,
-}
-
-/// The application headers of a protocol v2 task message, with their JSON
-/// types exactly as Celery sends them.
-///
-/// Unknown headers are kept in [`TaskHeaders::extra`] and sent back out
-/// (trace context travels there). `null` is accepted for every field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskHeaders {
-    /// The sender's language: `"py"` from Celery, `"rs"` from celeriac.
-    #[serde(default = "default_lang", deserialize_with = "null_as_default")]
-    pub lang: String,
-    /// The task name: the dispatch key.
-    pub task: String,
-    /// The task id (a UUID string).
-    pub id: String,
-    /// A display alias for the task name.
-    #[serde(default)]
-    pub shadow: Option<String>,
-    /// Run no earlier than this (countdown becomes eta at publish).
-    #[serde(default, with = "iso_datetime")]
-    pub eta: Option<DateTime<FixedOffset>>,
-    /// Discard the task if it has not started by this time.
-    #[serde(default, with = "iso_datetime")]
-    pub expires: Option<DateTime<FixedOffset>>,
-    /// The id of the group this task belongs to.
-    #[serde(default)]
-    pub group: Option<String>,
-    /// The task's position in its group.
-    #[serde(default)]
-    pub group_index: Option<u64>,
-    /// How often this task was retried: 0 on the first attempt.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub retries: u32,
-    /// Hard and soft time limits, sent as `[hard, soft]` seconds.
-    #[serde(default)]
-    pub timelimit: TimeLimit,
-    /// The id of the first task of the workflow (defaults to the own id).
-    #[serde(default)]
-    pub root_id: Option<String>,
-    /// The id of the task that sent this one.
-    #[serde(default)]
-    pub parent_id: Option<String>,
-    /// Printable positional arguments, truncated to 1024 characters.
-    #[serde(default)]
-    pub argsrepr: Option<String>,
-    /// Printable keyword arguments, truncated to 1024 characters.
-    #[serde(default)]
-    pub kwargsrepr: Option<String>,
-    /// The producer's node name, e.g. `gen1234@host`.
-    #[serde(default)]
-    pub origin: Option<String>,
-    /// When true, the worker sends no result even if `reply_to` is set.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub ignore_result: bool,
-    /// How often the task was replaced (`Task.replace` in Celery).
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub replaced_task_nesting: u32,
-    /// Celery's stamping headers, passed through.
-    #[serde(default)]
-    pub stamped_headers: Option<Value>,
-    /// Celery's stamps, passed through.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub stamps: Map<String, Value>,
-    /// Every other header: `traceparent`, `tracestate`, `baggage`, custom
-    /// headers.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 /// The third element of the body: workflow signatures, kept as raw JSON and
@@ -139,8 +71,8 @@ impl TaskMessage {
             retries: 0,
             timelimit: TimeLimit::default(),
             parent_id: None,
-            argsrepr: Some(repr(&Value::Array(args.clone()))),
-            kwargsrepr: Some(repr(&Value::Object(kwargs.clone()))),
+            argsrepr: Some(repr(&args)),
+            kwargsrepr: Some(repr(&kwargs)),
             origin: None,
             ignore_result: false,
             replaced_task_nesting: 0,
@@ -184,22 +116,12 @@ impl TaskMessage {
     /// `now`, never negative).
     pub fn encode(&self, now: DateTime<Utc>) -> Result<(Vec<u8>, BasicProperties), Error> {
         let body = self.encode_body()?;
-        let headers = match serde_json::to_value(&self.headers) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => unreachable!("TaskHeaders serializes to an object"),
-            Err(source) => {
-                return Err(Error::Encode {
-                    what: "task headers",
-                    source,
-                });
-            }
-        };
         let mut properties = BasicProperties::default()
             .with_content_type(CONTENT_TYPE.into())
             .with_content_encoding(CONTENT_ENCODING.into())
             .with_delivery_mode(2)
             .with_correlation_id(short_string("task id", &self.headers.id)?)
-            .with_headers(json_to_field_table(&headers));
+            .with_headers(self.headers.to_field_table());
         if let Some(reply_to) = &self.reply_to {
             properties = properties.with_reply_to(short_string("reply queue", reply_to)?);
         }
@@ -231,15 +153,11 @@ impl TaskMessage {
             });
         }
         check_content_type(properties)?;
-        let mut headers = properties
-            .headers()
-            .as_ref()
-            .map(field_table_to_json)
-            .unwrap_or_default();
-        if let (false, Some(id)) = (headers.contains_key("id"), properties.correlation_id()) {
-            headers.insert("id".into(), Value::String(id.as_str().into()));
-        }
-        let headers = decode_headers(headers)?;
+        let fallback_id = properties.correlation_id().as_ref().map(|id| id.as_str());
+        let headers = match properties.headers() {
+            Some(table) => TaskHeaders::from_field_table(table, fallback_id)?,
+            None => return Err(Error::MissingHeader("task")),
+        };
         let (args, kwargs, embed) = decode_body(body)?;
         let reply_to = properties
             .reply_to()
@@ -284,19 +202,6 @@ fn check_content_type(properties: &BasicProperties) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn decode_headers(headers: Map<String, Value>) -> Result<TaskHeaders, Error> {
-    for required in ["task", "id"] {
-        match headers.get(required) {
-            None | Some(Value::Null) => return Err(Error::MissingHeader(required)),
-            Some(_) => {}
-        }
-    }
-    serde_path_to_error::deserialize(Value::Object(headers)).map_err(|err| Error::InvalidHeader {
-        name: err.path().to_string(),
-        reason: err.inner().to_string(),
-    })
 }
 
 type Body = (Vec<Value>, Map<String, Value>, Embed);
@@ -361,53 +266,10 @@ pub(crate) fn json_kind(value: &Value) -> &'static str {
 }
 
 /// Printable arguments for `argsrepr`/`kwargsrepr`, truncated as Celery does.
-fn repr(value: &Value) -> String {
-    let text = value.to_string();
+fn repr(value: &impl Serialize) -> String {
+    let text = serde_json::to_string(value).unwrap_or_default();
     match text.char_indices().nth(REPR_MAX_CHARS) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text,
-    }
-}
-
-fn default_lang() -> String {
-    "py".into()
-}
-
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
-/// ISO-8601 timestamps as Python's `isoformat()` writes them; a timestamp
-/// without offset is taken as UTC.
-mod iso_datetime {
-    use super::*;
-
-    pub(super) fn serialize<S: Serializer>(
-        value: &Option<DateTime<FixedOffset>>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(t) => serializer.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, false)),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
-        use serde::de::Error as _;
-        let Some(text) = Option::<String>::deserialize(deserializer)? else {
-            return Ok(None);
-        };
-        if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
-            return Ok(Some(t));
-        }
-        NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.f")
-            .map(|naive| Some(naive.and_utc().fixed_offset()))
-            .map_err(|_| D::Error::custom(format!("`{text}` is not an ISO-8601 timestamp")))
     }
 }
