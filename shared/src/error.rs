@@ -107,6 +107,28 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this error can go away by itself: a declaration that failed
+    /// because the connection broke (see [`is_transient`](crate::is_transient)).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Declare { source, .. } => crate::is_transient(source),
+            Error::NotJson(_)
+            | Error::BodyShape(_)
+            | Error::MissingHeader(_)
+            | Error::InvalidHeader { .. }
+            | Error::UnsupportedContentType(_)
+            | Error::UnsupportedContentEncoding(_)
+            | Error::Oversize { .. }
+            | Error::Arguments { .. }
+            | Error::InvalidResult(_)
+            | Error::Encode { .. }
+            | Error::InvalidName { .. }
+            | Error::ConfigRead { .. }
+            | Error::Config { .. }
+            | Error::DelayTooLong { .. } => false,
+        }
+    }
+
     /// Whether this error means the message itself is unusable (it could
     /// never be processed, however often it is redelivered).
     pub fn is_bad_message(&self) -> bool {

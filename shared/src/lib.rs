@@ -16,6 +16,7 @@
 //! opened.
 
 mod arguments;
+mod broker_error;
 mod broker_url;
 mod config;
 mod dead_letter;
@@ -33,6 +34,7 @@ mod time_limit;
 mod topology;
 
 pub use arguments::{decode_arguments, encode_arguments};
+pub use broker_error::is_transient;
 pub use broker_url::BrokerUrl;
 pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
 pub use dead_letter::{

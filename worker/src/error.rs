@@ -1,5 +1,7 @@
 //! The worker's error type.
 
+use celeriac_shared::is_transient;
+
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -25,7 +27,7 @@ pub enum Error {
     /// Declaring a queue failed, or a name is invalid.
     #[error(transparent)]
     Topology(#[from] celeriac_shared::Error),
-    /// The broker closed the consumer (connection lost, queue deleted).
+    /// The broker ended a consumer (queue deleted, channel closed).
     #[error("the consumer of queue `{queue}` was closed by the broker")]
     ConsumerClosed {
         /// The queue.
@@ -37,6 +39,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether waiting and reconnecting can mend this error: the broker is
+    /// restarting or out of reach, or the connection broke. Wrong
+    /// credentials, a missing vhost, an untrusted certificate or a queue
+    /// declared with other arguments cannot be waited out.
+    pub fn can_be_recovered(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } | Error::Amqp { source, .. } => is_transient(source),
+            Error::Topology(err) => err.is_transient(),
+            Error::ConsumerClosed { .. } => true,
+            Error::NoQueues => false,
+        }
+    }
+
     pub(crate) fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> Error {
         move |source| Error::Amqp { operation, source }
     }

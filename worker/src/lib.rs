@@ -31,6 +31,7 @@
 //! application code and for debugging a failing task synchronously.
 
 mod acks;
+mod config;
 mod context;
 pub mod demo;
 mod dispatch;
@@ -40,13 +41,15 @@ mod error;
 mod publisher;
 mod registry;
 mod retry;
+mod session;
 mod task_error;
 mod worker;
 
+pub use config::WorkerConfig;
 pub use context::TaskContext;
 pub use eager::EagerSender;
 pub use error::Error;
 pub use registry::{Registry, TaskOptions};
 pub use retry::{Backoff, RetryPolicy};
 pub use task_error::TaskError;
-pub use worker::{Worker, WorkerConfig};
+pub use worker::Worker;

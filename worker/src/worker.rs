@@ -1,100 +1,15 @@
-//! The worker: consume queues, run tasks concurrently, shut down
-//! gracefully.
+//! The worker: register handlers, then consume until shutdown, reconnecting
+//! whenever the broker goes away.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use celeriac_shared::{
-    BrokerUrl, Config, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_QUEUE, DeadLetterTopology, DelayTopology,
-    Task, Topology,
-};
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties};
+use celeriac_shared::Task;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::acks::{AckTask, Acks};
-use crate::dispatch::{Dispatcher, Source};
-use crate::publisher::Publisher;
-use crate::{Error, Registry, RetryPolicy, TaskContext, TaskError, TaskOptions};
-
-/// How a [`Worker`] connects and consumes.
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// The broker. Defaults to `amqp://guest:guest@127.0.0.1:5672/%2f`.
-    pub broker_url: BrokerUrl,
-    /// The queues to consume. Defaults to `["celery"]`.
-    pub queues: Vec<String>,
-    /// At most this many tasks run at once. Defaults to 16.
-    pub concurrency: usize,
-    /// Unacknowledged deliveries per queue consumer (`basic.qos`, per
-    /// consumer, never global). Defaults to `concurrency`.
-    pub prefetch: Option<u16>,
-    /// On shutdown, how long in-flight tasks may take to finish before
-    /// their messages are requeued. Defaults to 30 s.
-    pub grace_period: Duration,
-    /// Queue definitions; unlisted queues get Celery's default shape.
-    /// Defaults to none.
-    pub topology: Topology,
-    /// Bodies larger than this are rejected unparsed. Defaults to 1 MiB.
-    pub max_message_size: usize,
-    /// Send a `STARTED` state to callers when a task starts. Defaults to
-    /// false, as Celery's `task_track_started`.
-    pub track_started: bool,
-    /// The connection name shown in RabbitMQ's management UI and
-    /// `rabbitmqctl list_connections`. Defaults to `celeriac-worker`.
-    pub connection_name: String,
-    /// The retry policy of tasks registered without one. Defaults to 3
-    /// retries with exponential backoff from 1 s to 10 minutes.
-    pub retry: RetryPolicy,
-    /// A message delivered this many times without being settled (it
-    /// crashed or stalled the workers that took it) is dead-lettered with
-    /// reason `delivery limit` instead of running again. Defaults to 5.
-    pub delivery_limit: u32,
-    /// The shape of the shared delay topology. Defaults to quorum delay
-    /// queues, as Celery's `broker_native_delayed_delivery_queue_type`.
-    pub delay: DelayTopology,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            broker_url: BrokerUrl::default(),
-            queues: vec![DEFAULT_QUEUE.to_owned()],
-            concurrency: 16,
-            prefetch: None,
-            grace_period: Duration::from_secs(30),
-            topology: Topology::default(),
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            track_started: false,
-            connection_name: "celeriac-worker".into(),
-            retry: RetryPolicy::default(),
-            delivery_limit: 5,
-            delay: DelayTopology::default(),
-        }
-    }
-}
-
-impl WorkerConfig {
-    /// Topology and size limit from a loaded [`Config`]; queues default to
-    /// its default queue.
-    pub fn from_config(config: &Config, broker_url: BrokerUrl) -> Self {
-        Self {
-            broker_url,
-            queues: vec![config.default_queue.clone()],
-            topology: config.topology(),
-            max_message_size: config.max_message_size,
-            ..Self::default()
-        }
-    }
-}
+use crate::session::{Ended, Session};
+use crate::{Error, Registry, TaskContext, TaskError, TaskOptions, WorkerConfig};
 
 /// Runs registered task handlers for messages from its queues.
 #[derive(Debug)]
@@ -103,23 +18,10 @@ pub struct Worker {
     registry: Registry,
 }
 
-/// Deliveries from all consumed queues, each with where it came from.
-type Deliveries = futures::stream::SelectAll<
-    BoxStream<'static, (Arc<Source>, Result<lapin::message::Delivery, lapin::Error>)>,
->;
-
 /// `celeriac-worker-<pid>@<host>`, the name written into dead letters.
 fn node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("celeriac-worker-{}@{}", std::process::id(), host.trim())
-}
-
-/// One queue's consumer, kept to cancel it and send its last acks on
-/// shutdown.
-struct QueueConsumer {
-    channel: Channel,
-    tag: ShortString,
-    acks: AckTask,
 }
 
 impl Worker {
@@ -165,184 +67,68 @@ impl Worker {
     /// lets in-flight tasks finish within the grace period, and closes the
     /// connection (the broker requeues whatever is still unacknowledged).
     ///
-    /// Returns an error if the connection or a consumer is lost.
+    /// When the broker cannot be reached, or the connection or a consumer
+    /// is lost, the worker abandons its in-flight tasks (the broker
+    /// redelivers them), waits per [`WorkerConfig::reconnect`], connects
+    /// again, re-declares its queues and consumes again, for as long as it
+    /// takes. It returns an error only for what waiting cannot mend (see
+    /// [`Error::can_be_recovered`]): wrong credentials, a missing vhost, a
+    /// queue declared with other arguments, an untrusted certificate.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let config = &self.config;
         if config.queues.is_empty() {
             return Err(Error::NoQueues);
         }
-        let connection = self.connect().await?;
-        let results = connection
-            .create_channel()
-            .await
-            .map_err(Error::amqp("channel.open"))?;
-        results
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(Error::amqp("confirm.select"))?;
-        let (consumers, deliveries) = self.consume(&connection).await?;
-        info!(
-            queues = ?config.queues, concurrency = config.concurrency, tasks = ?self.registry.names(),
-            "worker ready"
-        );
-        let dispatcher = Arc::new(Dispatcher {
-            registry: self.registry.clone(),
-            publisher: Publisher { channel: results },
-            max_message_size: config.max_message_size,
-            track_started: config.track_started,
-            retry: config.retry.clone(),
-            delivery_limit: config.delivery_limit.max(1),
-            node: node_name(),
-        });
-        let mut in_flight = JoinSet::new();
-        let outcome = self
-            .pump(deliveries, dispatcher, &mut in_flight, shutdown)
-            .await;
-        for consumer in &consumers {
-            let _ = consumer
-                .channel
-                .basic_cancel(consumer.tag.clone(), BasicCancelOptions::default())
-                .await;
-        }
-        self.drain(&mut in_flight).await;
-        for consumer in consumers {
-            consumer.acks.close().await;
-        }
-        let _ = connection.close(200, "worker shutdown".into()).await;
-        info!("worker stopped");
-        outcome
-    }
-
-    async fn connect(&self) -> Result<Connection, Error> {
-        let url = &self.config.broker_url;
-        let properties = ConnectionProperties::default()
-            .with_connection_name(self.config.connection_name.as_str().into());
-        Connection::connect(url.expose(), properties)
-            .await
-            .map_err(|source| Error::Connect {
-                url: url.to_string(),
-                source,
-            })
-    }
-
-    /// Declares the delay topology, then each queue with its dead-letter
-    /// queue and delayed-delivery binding, and starts its consumer on its
-    /// own channel with per-consumer prefetch.
-    async fn consume(
-        &self,
-        connection: &Connection,
-    ) -> Result<(Vec<QueueConsumer>, Deliveries), Error> {
-        let config = &self.config;
-        let prefetch = config
-            .prefetch
-            .unwrap_or_else(|| u16::try_from(config.concurrency).unwrap_or(u16::MAX));
-        let mut consumers = Vec::new();
-        let mut streams = Vec::new();
-        let control = connection
-            .create_channel()
-            .await
-            .map_err(Error::amqp("channel.open"))?;
-        config.delay.declare(&control).await?;
-        for queue in &config.queues {
-            config.topology.queue_def(queue).declare(&control).await?;
-            DelayTopology::bind_queue(&control, queue).await?;
-            DeadLetterTopology::declare(&control, queue).await?;
-        }
-        let _ = control.close(200, "OK".into()).await;
-        for queue in &config.queues {
-            let channel = connection
-                .create_channel()
-                .await
-                .map_err(Error::amqp("channel.open"))?;
-            channel
-                .basic_qos(prefetch, BasicQosOptions { global: false })
-                .await
-                .map_err(Error::amqp("basic.qos"))?;
-            let consumer = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(Error::amqp("basic.consume"))?;
-            let (acks, ack_task) = Acks::spawn();
-            consumers.push(QueueConsumer {
-                channel,
-                tag: consumer.tag(),
-                acks: ack_task,
-            });
-            let source = Arc::new(Source {
-                queue: queue.clone(),
-                acks,
-            });
-            streams.push(consumer.map(move |d| (Arc::clone(&source), d)).boxed());
-        }
-        Ok((consumers, futures::stream::select_all(streams)))
-    }
-
-    /// Takes deliveries while a concurrency slot is free, until shutdown or
-    /// until the consumers end.
-    async fn pump(
-        &self,
-        mut deliveries: Deliveries,
-        dispatcher: Arc<Dispatcher>,
-        in_flight: &mut JoinSet<()>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), Error> {
-        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut shutdown = std::pin::pin!(shutdown);
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let node = node_name();
+        let mut failures = 0;
         loop {
-            while in_flight.try_join_next().is_some() {}
-            let permit = tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                permit = Arc::clone(&slots).acquire_owned() => permit.expect("the semaphore is never closed"),
+            let opened = tokio::select! {
+                () = &mut shutdown => break,
+                opened = Session::open(config, &self.registry, &node) => opened,
             };
-            let delivery = tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                delivery = deliveries.next() => delivery,
-            };
-            let (source, delivery) = match delivery {
-                Some((source, Ok(delivery))) => (source, delivery),
-                Some((_, Err(err))) => return Err(Error::amqp("basic.consume")(err)),
-                None => {
-                    return Err(Error::ConsumerClosed {
-                        queue: self.config.queues.join(","),
-                    });
+            let err = match opened {
+                Ok(session) => {
+                    if failures > 0 {
+                        info!("reconnected to the broker");
+                    }
+                    failures = 0;
+                    info!(
+                        queues = ?config.queues, concurrency = config.concurrency,
+                        tasks = ?self.registry.names(), "worker ready"
+                    );
+                    match session.run(config, &slots, shutdown.as_mut()).await {
+                        Ended::Shutdown => break,
+                        Ended::Lost(err) => err,
+                    }
                 }
+                Err(err) => err,
             };
-            source
-                .acks
-                .received(delivery.delivery_tag, delivery.acker.clone());
-            let dispatcher = Arc::clone(&dispatcher);
-            in_flight.spawn(async move {
-                dispatcher.dispatch(&source, delivery).await;
-                drop(permit);
-            });
+            if !err.can_be_recovered() {
+                return Err(err);
+            }
+            let delay = config.reconnect.delay(failures);
+            failures = failures.saturating_add(1);
+            warn!(error = %error_chain(&err), retry_in = ?delay, "broker connection down; reconnecting");
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(delay) => {}
+            }
         }
+        info!("worker stopped");
+        Ok(())
     }
+}
 
-    /// Waits up to the grace period for in-flight tasks, then abandons the
-    /// rest: their messages stay unacknowledged and the broker requeues
-    /// them when the connection closes.
-    async fn drain(&self, in_flight: &mut JoinSet<()>) {
-        while in_flight.try_join_next().is_some() {}
-        let running = in_flight.len();
-        if running > 0 {
-            info!(running, grace = ?self.config.grace_period, "waiting for in-flight tasks");
-        }
-        let finished = tokio::time::timeout(self.config.grace_period, async {
-            while in_flight.join_next().await.is_some() {}
-        })
-        .await;
-        if finished.is_err() {
-            warn!(
-                unfinished = in_flight.len(),
-                "grace period over; requeueing unfinished tasks"
-            );
-            in_flight.abort_all();
-            while in_flight.join_next().await.is_some() {}
-        }
+/// The error and its sources, `: `-separated, for one log line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
+    text
 }

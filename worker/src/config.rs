@@ -1,0 +1,88 @@
+//! How a worker connects, consumes and settles.
+
+use std::time::Duration;
+
+use celeriac_shared::{
+    BrokerUrl, Config, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_QUEUE, DelayTopology, Topology,
+};
+
+use crate::{Backoff, RetryPolicy};
+
+/// How a [`Worker`](crate::Worker) connects and consumes.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The broker. Defaults to `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub broker_url: BrokerUrl,
+    /// The queues to consume. Defaults to `["celery"]`.
+    pub queues: Vec<String>,
+    /// At most this many tasks run at once. Defaults to 16.
+    pub concurrency: usize,
+    /// Unacknowledged deliveries per queue consumer (`basic.qos`, per
+    /// consumer, never global). Defaults to `concurrency`.
+    pub prefetch: Option<u16>,
+    /// On shutdown, how long in-flight tasks may take to finish before
+    /// their messages are requeued. Defaults to 30 s.
+    pub grace_period: Duration,
+    /// Queue definitions; unlisted queues get Celery's default shape.
+    /// Defaults to none.
+    pub topology: Topology,
+    /// Bodies larger than this are rejected unparsed. Defaults to 1 MiB.
+    pub max_message_size: usize,
+    /// Send a `STARTED` state to callers when a task starts. Defaults to
+    /// false, as Celery's `task_track_started`.
+    pub track_started: bool,
+    /// The connection name shown in RabbitMQ's management UI and
+    /// `rabbitmqctl list_connections`. Defaults to `celeriac-worker`.
+    pub connection_name: String,
+    /// The retry policy of tasks registered without one. Defaults to 3
+    /// retries with exponential backoff from 1 s to 10 minutes.
+    pub retry: RetryPolicy,
+    /// A message delivered this many times without being settled (it
+    /// crashed or stalled the workers that took it) is dead-lettered with
+    /// reason `delivery limit` instead of running again. Defaults to 5.
+    pub delivery_limit: u32,
+    /// The shape of the shared delay topology. Defaults to quorum delay
+    /// queues, as Celery's `broker_native_delayed_delivery_queue_type`.
+    pub delay: DelayTopology,
+    /// How long to wait before each attempt to reconnect after the broker
+    /// went away (or could not be reached at start). Defaults to
+    /// exponential backoff with full jitter between 100 ms and 30 s.
+    pub reconnect: Backoff,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            broker_url: BrokerUrl::default(),
+            queues: vec![DEFAULT_QUEUE.to_owned()],
+            concurrency: 16,
+            prefetch: None,
+            grace_period: Duration::from_secs(30),
+            topology: Topology::default(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            track_started: false,
+            connection_name: "celeriac-worker".into(),
+            retry: RetryPolicy::default(),
+            delivery_limit: 5,
+            delay: DelayTopology::default(),
+            reconnect: Backoff::Exponential {
+                min: Duration::from_millis(100),
+                max: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Topology and size limit from a loaded [`Config`]; queues default to
+    /// its default queue.
+    pub fn from_config(config: &Config, broker_url: BrokerUrl) -> Self {
+        Self {
+            broker_url,
+            queues: vec![config.default_queue.clone()],
+            topology: config.topology(),
+            max_message_size: config.max_message_size,
+            ..Self::default()
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! One connection's life: connect, declare, consume, run tasks until the
+//! worker shuts down or the connection is lost.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use celeriac_shared::{DeadLetterTopology, DelayTopology};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::acks::{AckTask, Acks};
+use crate::dispatch::{Dispatcher, Source};
+use crate::publisher::Publisher;
+use crate::{Error, Registry, WorkerConfig};
+
+/// Deliveries from all consumed queues, each with where it came from;
+/// `None` when that queue's consumer ended (the broker cancelled it or the
+/// channel closed).
+type Deliveries = futures::stream::SelectAll<
+    BoxStream<
+        'static,
+        (
+            Arc<Source>,
+            Option<Result<lapin::message::Delivery, lapin::Error>>,
+        ),
+    >,
+>;
+
+/// How a session ended.
+pub(crate) enum Ended {
+    /// The worker was asked to shut down; in-flight tasks had their grace
+    /// period.
+    Shutdown,
+    /// The connection or a consumer was lost. In-flight tasks were
+    /// abandoned: their acks can no longer reach the broker, which
+    /// redelivers their messages.
+    Lost(Error),
+}
+
+/// One queue's consumer, kept to cancel it and send its last acks.
+struct QueueConsumer {
+    channel: Channel,
+    tag: ShortString,
+    acks: AckTask,
+}
+
+/// A connection consuming the worker's queues.
+pub(crate) struct Session {
+    connection: Connection,
+    consumers: Vec<QueueConsumer>,
+    deliveries: Deliveries,
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Session {
+    /// Connects, declares the delay topology and each queue with its
+    /// dead-letter queue and delayed-delivery binding, and starts one
+    /// consumer per queue on its own channel with per-consumer prefetch.
+    pub(crate) async fn open(
+        config: &WorkerConfig,
+        registry: &Registry,
+        node: &str,
+    ) -> Result<Self, Error> {
+        let connection = connect(config).await?;
+        match start(&connection, config, registry, node).await {
+            Ok((consumers, deliveries, dispatcher)) => Ok(Self {
+                connection,
+                consumers,
+                deliveries,
+                dispatcher,
+            }),
+            Err(err) => {
+                let _ = connection.close(200, "worker setup failed".into()).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs tasks (at most as many at once as `slots` has permits) until
+    /// `shutdown` completes or the connection is lost.
+    pub(crate) async fn run(
+        self,
+        config: &WorkerConfig,
+        slots: &Arc<Semaphore>,
+        shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Ended {
+        let Session {
+            connection,
+            consumers,
+            mut deliveries,
+            dispatcher,
+        } = self;
+        let mut in_flight = JoinSet::new();
+        let lost = pump(
+            &mut deliveries,
+            &dispatcher,
+            slots,
+            &mut in_flight,
+            shutdown,
+        )
+        .await;
+        drop(deliveries);
+        let ended = match lost {
+            None => {
+                stop_consuming(&consumers).await;
+                drain(config, &mut in_flight).await;
+                Ended::Shutdown
+            }
+            Some(err) => {
+                let abandoned = in_flight.len();
+                in_flight.abort_all();
+                while in_flight.join_next().await.is_some() {}
+                if abandoned > 0 {
+                    warn!(
+                        abandoned,
+                        "abandoned in-flight tasks; the broker redelivers them"
+                    );
+                }
+                Ended::Lost(err)
+            }
+        };
+        close(connection, consumers).await;
+        ended
+    }
+}
+
+async fn stop_consuming(consumers: &[QueueConsumer]) {
+    for consumer in consumers {
+        let _ = consumer
+            .channel
+            .basic_cancel(consumer.tag.clone(), BasicCancelOptions::default())
+            .await;
+    }
+}
+
+/// Sends the last acks and closes the connection: the broker requeues
+/// whatever is still unacknowledged.
+async fn close(connection: Connection, consumers: Vec<QueueConsumer>) {
+    for consumer in consumers {
+        consumer.acks.close().await;
+    }
+    let _ = connection.close(200, "worker shutdown".into()).await;
+}
+
+/// Opens the results channel, declares, and starts the consumers.
+async fn start(
+    connection: &Connection,
+    config: &WorkerConfig,
+    registry: &Registry,
+    node: &str,
+) -> Result<(Vec<QueueConsumer>, Deliveries, Arc<Dispatcher>), Error> {
+    let results = connection
+        .create_channel()
+        .await
+        .map_err(Error::amqp("channel.open"))?;
+    results
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(Error::amqp("confirm.select"))?;
+    declare(config, connection).await?;
+    let (consumers, deliveries) = consume(config, connection).await?;
+    let dispatcher = Arc::new(Dispatcher {
+        registry: registry.clone(),
+        publisher: Publisher { channel: results },
+        max_message_size: config.max_message_size,
+        track_started: config.track_started,
+        retry: config.retry.clone(),
+        delivery_limit: config.delivery_limit.max(1),
+        node: node.to_owned(),
+    });
+    Ok((consumers, deliveries, dispatcher))
+}
+
+async fn connect(config: &WorkerConfig) -> Result<Connection, Error> {
+    let url = &config.broker_url;
+    let properties = ConnectionProperties::default()
+        .with_connection_name(config.connection_name.as_str().into());
+    Connection::connect(url.expose(), properties)
+        .await
+        .map_err(|source| Error::Connect {
+            url: url.to_string(),
+            source,
+        })
+}
+
+/// Declares the delay topology, then each queue with its dead-letter
+/// queue and its binding to the delay topology's delivery exchange.
+async fn declare(config: &WorkerConfig, connection: &Connection) -> Result<(), Error> {
+    let control = connection
+        .create_channel()
+        .await
+        .map_err(Error::amqp("channel.open"))?;
+    config.delay.declare(&control).await?;
+    for queue in &config.queues {
+        config.topology.queue_def(queue).declare(&control).await?;
+        DelayTopology::bind_queue(&control, queue).await?;
+        DeadLetterTopology::declare(&control, queue).await?;
+    }
+    let _ = control.close(200, "OK".into()).await;
+    Ok(())
+}
+
+/// Starts one consumer per queue, each on its own channel with its own
+/// prefetch and ack task.
+async fn consume(
+    config: &WorkerConfig,
+    connection: &Connection,
+) -> Result<(Vec<QueueConsumer>, Deliveries), Error> {
+    let prefetch = config
+        .prefetch
+        .unwrap_or_else(|| u16::try_from(config.concurrency).unwrap_or(u16::MAX));
+    let mut consumers = Vec::new();
+    let mut streams = Vec::new();
+    for queue in &config.queues {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(Error::amqp("channel.open"))?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(Error::amqp("basic.qos"))?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::amqp("basic.consume"))?;
+        let (acks, ack_task) = Acks::spawn();
+        consumers.push(QueueConsumer {
+            channel,
+            tag: consumer.tag(),
+            acks: ack_task,
+        });
+        let source = Arc::new(Source {
+            queue: queue.clone(),
+            acks,
+        });
+        let ended = futures::stream::once({
+            let source = Arc::clone(&source);
+            async move { (source, None) }
+        });
+        let deliveries = consumer.map(move |d| (Arc::clone(&source), Some(d)));
+        streams.push(deliveries.chain(ended).boxed());
+    }
+    Ok((consumers, futures::stream::select_all(streams)))
+}
+
+/// Takes deliveries while a concurrency slot is free. Returns `None` on
+/// shutdown, or why the deliveries stopped.
+async fn pump(
+    deliveries: &mut Deliveries,
+    dispatcher: &Arc<Dispatcher>,
+    slots: &Arc<Semaphore>,
+    in_flight: &mut JoinSet<()>,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<Error> {
+    loop {
+        while in_flight.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            () = &mut shutdown => return None,
+            permit = Arc::clone(slots).acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let delivery = tokio::select! {
+            () = &mut shutdown => return None,
+            delivery = deliveries.next() => delivery,
+        };
+        let (source, delivery) = match delivery {
+            Some((source, Some(Ok(delivery)))) => (source, delivery),
+            Some((_, Some(Err(err)))) => return Some(Error::amqp("basic.consume")(err)),
+            Some((source, None)) => {
+                return Some(Error::ConsumerClosed {
+                    queue: source.queue.clone(),
+                });
+            }
+            None => unreachable!("every consumer's stream ends with its own marker first"),
+        };
+        source
+            .acks
+            .received(delivery.delivery_tag, delivery.acker.clone());
+        let dispatcher = Arc::clone(dispatcher);
+        in_flight.spawn(async move {
+            dispatcher.dispatch(&source, delivery).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Waits up to the grace period for in-flight tasks, then abandons the
+/// rest: their messages stay unacknowledged and the broker requeues them
+/// when the connection closes.
+async fn drain(config: &WorkerConfig, in_flight: &mut JoinSet<()>) {
+    while in_flight.try_join_next().is_some() {}
+    let running = in_flight.len();
+    if running > 0 {
+        info!(running, grace = ?config.grace_period, "waiting for in-flight tasks");
+    }
+    let finished = tokio::time::timeout(config.grace_period, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        warn!(
+            unfinished = in_flight.len(),
+            "grace period over; requeueing unfinished tasks"
+        );
+        in_flight.abort_all();
+        while in_flight.join_next().await.is_some() {}
+    }
+}
