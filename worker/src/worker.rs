@@ -184,7 +184,10 @@ impl Worker {
         );
         let dispatcher = Arc::new(Dispatcher {
             registry: self.registry.clone(),
-            publisher: Publisher { channel: results },
+            publisher: Publisher {
+                channel: results,
+                topology: config.topology.clone(),
+            },
             max_message_size: config.max_message_size,
             track_started: config.track_started,
             retry: config.retry.clone(),
@@ -240,7 +243,8 @@ impl Worker {
         for queue in &config.queues {
             config.topology.queue_def(queue).declare(&control).await?;
             DelayTopology::bind_queue(&control, queue).await?;
-            DeadLetterTopology::declare(&control, queue).await?;
+            let retention = config.topology.dead_letter_retention(queue);
+            DeadLetterTopology::declare_with(&control, queue, &retention).await?;
         }
         let _ = control.close(200, "OK".into()).await;
         for queue in &config.queues {
