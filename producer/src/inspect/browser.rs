@@ -1,5 +1,6 @@
 //! Reading a queue without taking anything from it.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -39,13 +40,12 @@ pub(crate) struct Browser {
     total: u32,
     /// Messages read so far.
     read: u32,
-    /// Messages read and neither acknowledged nor given back.
-    held: u32,
+    /// The delivery tags of messages read and neither acknowledged nor
+    /// given back.
+    held: BTreeSet<u64>,
     /// The prefetch window: the broker sends no more than this many
     /// unacknowledged messages.
     window: u32,
-    /// The highest delivery tag read, for giving back everything at once.
-    last_tag: Option<u64>,
 }
 
 impl Browser {
@@ -83,16 +83,20 @@ impl Browser {
             queue: queue.to_owned(),
             total,
             read: 0,
-            held: 0,
+            held: BTreeSet::new(),
             window: u32::from(window),
-            last_tag: None,
         })
+    }
+
+    /// How many of the messages counted at the start were not read (yet).
+    pub(crate) fn unread(&self) -> u32 {
+        self.total.saturating_sub(self.read)
     }
 
     /// Whether reading stopped because the prefetch window was full of
     /// held messages, before the count taken at the start was reached.
     pub(crate) fn truncated(&self) -> bool {
-        self.held >= self.window && self.read < self.total
+        self.held_count() >= self.window && self.read < self.total
     }
 
     /// The next message, or `None` once the count taken at the start was
@@ -100,12 +104,11 @@ impl Browser {
     /// (messages expired or were dropped meanwhile).
     pub(crate) async fn next(&mut self) -> Result<Option<Delivery>, Error> {
         let mut drained = false;
-        while self.read < self.total && self.held < self.window {
+        while self.read < self.total && self.held_count() < self.window {
             match tokio::time::timeout(IDLE_CHECK, self.consumer.next()).await {
                 Ok(Some(Ok(delivery))) => {
                     self.read += 1;
-                    self.held += 1;
-                    self.last_tag = Some(delivery.delivery_tag);
+                    self.held.insert(delivery.delivery_tag);
                     return Ok(Some(delivery));
                 }
                 Ok(Some(Err(err))) => return Err(Error::amqp("basic.consume")(err)),
@@ -131,8 +134,12 @@ impl Browser {
             .ack(lapin::options::BasicAckOptions::default())
             .await
             .map_err(Error::amqp("basic.ack"))?;
-        self.held = self.held.saturating_sub(1);
+        self.held.remove(&delivery.delivery_tag);
         Ok(())
+    }
+
+    fn held_count(&self) -> u32 {
+        u32::try_from(self.held.len()).unwrap_or(u32::MAX)
     }
 
     /// Gives every held message back to the queue, in place, and closes
@@ -142,7 +149,9 @@ impl Browser {
             .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
             .await
             .map_err(Error::amqp("basic.cancel"))?;
-        if let Some(tag) = self.last_tag.filter(|_| self.held > 0) {
+        // `multiple` gives back every outstanding message up to the highest
+        // one held; the tag named must itself be outstanding.
+        if let Some(&tag) = self.held.last() {
             let options = BasicNackOptions {
                 multiple: true,
                 requeue: true,

@@ -201,7 +201,7 @@ mod tests {
         assert_eq!(entry.task.as_deref(), Some("t.x"));
         assert_eq!(entry.retries, 2);
         assert_eq!(entry.short_error(), "Reject: no");
-        assert_eq!(entry.short_args(10), "[\"a very l…");
+        assert_eq!(entry.short_args(10), "[\"a very …");
         assert!(entry.failed_at.is_some() && entry.decode_error.is_none());
     }
 

@@ -164,6 +164,7 @@ impl DeadLetters {
                 break;
             }
         }
+        run.replay.unread += u64::from(browser.unread());
         browser.close().await
     }
 
@@ -188,6 +189,7 @@ impl DeadLetters {
                 summary.purged += 1;
                 *summary.queues.entry(queue.clone()).or_default() += 1;
             }
+            summary.unread += u64::from(browser.unread());
             browser.close().await?;
         }
         Ok(summary)

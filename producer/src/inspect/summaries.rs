@@ -17,6 +17,10 @@ pub struct ReplaySummary {
     pub failed: Vec<ReplayFailure>,
     /// Requested task ids that no dead-letter queue held.
     pub not_found: Vec<String>,
+    /// Dead letters not read: the selection's limit was reached first, or
+    /// 65,535 non-matching ones were held at once (the most one read can
+    /// hold), or they expired or were dropped meanwhile.
+    pub unread: u64,
     /// Replayed dead letters per work queue.
     pub queues: BTreeMap<String, usize>,
 }
@@ -40,6 +44,10 @@ pub struct PurgeSummary {
     pub purged: usize,
     /// Dead letters read that did not match; left in place.
     pub kept: usize,
+    /// Dead letters not read: 65,535 non-matching ones were held at once
+    /// (the most one read can hold), or they expired or were dropped
+    /// meanwhile.
+    pub unread: u64,
     /// Deleted dead letters per work queue.
     pub queues: BTreeMap<String, usize>,
 }

@@ -4,18 +4,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use celeriac_producer::{DeadLetterEntry, DeadLetters, Producer, Selection};
+use celeriac_producer::{DeadLetters, Producer, Selection};
 use celeriac_shared::{Config, DEFAULT_QUEUE, DeadLetterTopology};
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::json;
 
 use crate::commands::configured_queues;
-
-/// Replays of at least this many dead letters show a progress bar (on a
-/// terminal).
-const PROGRESS_BAR_FROM: u64 = 50;
+use crate::dlq_output::{describe, list_header, list_or_none, list_row, progress_bar};
 
 /// The work queues whose dead letters a command reads.
 #[derive(Debug, clap::Args)]
@@ -30,64 +27,80 @@ pub(crate) struct QueueArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum DlqAction {
     /// List dead letters, one line each; nothing is removed.
-    List {
-        #[command(flatten)]
-        queues: QueueArgs,
-        /// Only tasks whose name matches this glob (`*`, `?`).
-        #[arg(long, value_name = "PATTERN")]
-        task: Option<String>,
-        /// Show at most this many.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
     /// Show everything about one dead letter; nothing is removed.
-    Show {
-        /// The task id.
-        task_id: String,
-        #[command(flatten)]
-        queues: QueueArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Show(ShowArgs),
     /// Publish dead letters back to where they were sent, with retries
     /// reset; each leaves the dead-letter queue only once the broker
     /// confirmed its copy.
-    Replay {
-        /// Task ids to replay.
-        task_ids: Vec<String>,
-        /// Replay every dead letter of the queues (narrowed by --task).
-        #[arg(long)]
-        all: bool,
-        #[command(flatten)]
-        queues: QueueArgs,
-        /// Only tasks whose name matches this glob (`*`, `?`).
-        #[arg(long, value_name = "PATTERN")]
-        task: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Replay(ReplayArgs),
     /// Delete dead letters for good; refuses without --yes.
-    Purge {
-        #[command(flatten)]
-        queues: QueueArgs,
-        /// Only dead letters that failed longer ago than this, e.g. `7d`.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        older_than: Option<Duration>,
-        /// Only tasks whose name matches this glob (`*`, `?`).
-        #[arg(long, value_name = "PATTERN")]
-        task: Option<String>,
-        /// Really delete.
-        #[arg(long)]
-        yes: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Purge(PurgeArgs),
+}
+
+/// Flags of `dlq list`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    queues: QueueArgs,
+    /// Only tasks whose name matches this glob (`*`, `?`).
+    #[arg(long, value_name = "PATTERN")]
+    task: Option<String>,
+    /// Show at most this many.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Flags of `dlq show`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ShowArgs {
+    /// The task id.
+    task_id: String,
+    #[command(flatten)]
+    queues: QueueArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Flags of `dlq replay`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// Task ids to replay.
+    task_ids: Vec<String>,
+    /// Replay every dead letter of the queues (narrowed by --task).
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    queues: QueueArgs,
+    /// Only tasks whose name matches this glob (`*`, `?`).
+    #[arg(long, value_name = "PATTERN")]
+    task: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Flags of `dlq purge`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PurgeArgs {
+    #[command(flatten)]
+    queues: QueueArgs,
+    /// Only dead letters that failed longer ago than this, e.g. `7d`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    older_than: Option<Duration>,
+    /// Only tasks whose name matches this glob (`*`, `?`).
+    #[arg(long, value_name = "PATTERN")]
+    task: Option<String>,
+    /// Really delete.
+    #[arg(long)]
+    yes: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) async fn run(
@@ -97,64 +110,34 @@ pub(crate) async fn run(
 ) -> anyhow::Result<ExitCode> {
     let dead = DeadLetters::new(producer);
     match action {
-        DlqAction::List {
-            queues,
-            task,
-            limit,
-            json,
-        } => {
-            let queues = resolve(&dead, file, &queues).await?;
+        DlqAction::List(args) => {
+            let queues = resolve(&dead, file, &args.queues).await?;
             let selection = Selection {
-                task,
-                limit,
+                task: args.task,
+                limit: args.limit,
                 ..Selection::default()
             };
-            list(&dead, &queues, &selection, json).await
+            list(&dead, &queues, &selection, args.json).await
         }
-        DlqAction::Show {
-            task_id,
-            queues,
-            json,
-        } => show(&dead, &resolve(&dead, file, &queues).await?, &task_id, json).await,
-        DlqAction::Replay {
-            task_ids,
-            all,
-            queues,
-            task,
-            json,
-        } => {
-            if task_ids.is_empty() && !all && task.is_none() {
+        DlqAction::Show(args) => {
+            let queues = resolve(&dead, file, &args.queues).await?;
+            show(&dead, &queues, &args.task_id, args.json).await
+        }
+        DlqAction::Replay(args) => {
+            if args.task_ids.is_empty() && !args.all && args.task.is_none() {
                 bail!(
                     "name the task ids to replay, or pass --all (with --queue/--task to narrow it)"
                 );
             }
-            let queues = resolve(&dead, file, &queues).await?;
+            let queues = resolve(&dead, file, &args.queues).await?;
             let selection = Selection {
-                task,
-                task_ids,
+                task: args.task,
+                task_ids: args.task_ids,
                 ..Selection::default()
             };
-            replay(&dead, &queues, &selection, json).await
+            replay(&dead, &queues, &selection, args.json).await
         }
-        DlqAction::Purge {
-            queues,
-            older_than,
-            task,
-            yes,
-            json,
-        } => {
-            let queues = resolve(&dead, file, &queues).await?;
-            let failed_before = older_than
-                .map(|age| chrono::Duration::from_std(age).map(|age| Utc::now() - age))
-                .transpose()
-                .context("--older-than is too long")?;
-            let selection = Selection {
-                task,
-                failed_before,
-                ..Selection::default()
-            };
-            purge(&dead, &queues, &selection, yes, json).await
-        }
+        DlqAction::Purge(args) => purge(&dead, file, args).await,
     }
 }
 
@@ -201,28 +184,20 @@ async fn list(
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<36}  {:<24}  {:<30}  {:<50}  {:>7}  {:<27}  QUEUE",
-        "TASK ID", "TASK", "ARGS", "ERROR", "RETRIES", "FAILED AT"
-    );
+    println!("{}", list_header());
     for entry in &entries {
-        println!(
-            "{:<36}  {:<24}  {:<30}  {:<50}  {:>7}  {:<27}  {}",
-            entry.task_id.as_deref().unwrap_or("-"),
-            entry.task.as_deref().unwrap_or("-"),
-            entry.short_args(30),
-            shorten(&entry.short_error(), 50),
-            entry.retries,
-            failed_at(entry),
-            entry.queue
-        );
+        println!("{}", list_row(entry));
+    }
+    let mut total = 0;
+    for queue in queues {
+        total += dead.count(queue).await?.unwrap_or(0);
     }
     let names: Vec<String> = queues
         .iter()
         .map(|q| DeadLetterTopology::queue_name(q))
         .collect();
     println!(
-        "{} dead letter(s) in {}",
+        "{} of {total} dead letter(s) in {}",
         entries.len(),
         list_or_none(&names)
     );
@@ -253,52 +228,6 @@ async fn show(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Everything about a dead letter, as `show` prints it.
-fn describe(entry: &DeadLetterEntry) -> anyhow::Result<String> {
-    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let mut out = String::new();
-    let mut line = |label: &str, value: String| out.push_str(&format!("{label:<16}{value}\n"));
-    line("task id:", or_dash(&entry.task_id));
-    line("task:", or_dash(&entry.task));
-    let dead = DeadLetterTopology::queue_name(&entry.queue);
-    line(
-        "queue:",
-        format!("{} ({dead}, position {})", entry.queue, entry.position),
-    );
-    line("reason:", or_dash(&entry.reason));
-    line("error:", entry.short_error());
-    line("retries:", entry.retries.to_string());
-    line("failed at:", failed_at(entry));
-    line("worker:", or_dash(&entry.worker));
-    line(
-        "published to:",
-        format!(
-            "exchange `{}`, routing key `{}`",
-            or_dash(&entry.original_exchange),
-            or_dash(&entry.original_routing_key)
-        ),
-    );
-    line("trace id:", or_dash(&entry.trace_id));
-    line(
-        "replayed:",
-        format!("{} time(s) before", entry.replay_count),
-    );
-    line("args:", serde_json::to_string(&entry.args)?);
-    line("kwargs:", serde_json::to_string(&entry.kwargs)?);
-    if let Some(error) = &entry.decode_error {
-        line("not a task:", error.clone());
-    }
-    out.push_str("traceback:\n");
-    for text in entry.traceback.as_deref().unwrap_or("-").lines() {
-        out.push_str(&format!("  {text}\n"));
-    }
-    out.push_str("headers:\n");
-    for text in serde_json::to_string_pretty(&entry.headers)?.lines() {
-        out.push_str(&format!("  {text}\n"));
-    }
-    Ok(out)
-}
-
 async fn replay(
     dead: &DeadLetters,
     queues: &[String],
@@ -326,6 +255,12 @@ async fn replay(
             summary.skipped,
             summary.failed.len()
         );
+        if summary.unread > 0 {
+            println!(
+                "{} not read (see docs/dead-letters.md, limits)",
+                summary.unread
+            );
+        }
         for failure in &summary.failed {
             let id = failure.task_id.as_deref().unwrap_or("-");
             println!("failed {id} ({}): {}", failure.queue, failure.error);
@@ -344,21 +279,26 @@ async fn replay(
     })
 }
 
-async fn purge(
-    dead: &DeadLetters,
-    queues: &[String],
-    selection: &Selection,
-    yes: bool,
-    as_json: bool,
-) -> anyhow::Result<ExitCode> {
-    if !yes {
-        let matching = dead.list(queues, selection).await?.len();
+async fn purge(dead: &DeadLetters, file: &Config, args: PurgeArgs) -> anyhow::Result<ExitCode> {
+    let queues = resolve(dead, file, &args.queues).await?;
+    let failed_before = args
+        .older_than
+        .map(|age| chrono::Duration::from_std(age).map(|age| Utc::now() - age))
+        .transpose()
+        .context("--older-than is too long")?;
+    let selection = Selection {
+        task: args.task,
+        failed_before,
+        ..Selection::default()
+    };
+    if !args.yes {
+        let matching = dead.list(&queues, &selection).await?.len();
         bail!(
             "purge deletes dead letters for good: {matching} would be deleted; pass --yes to delete them"
         );
     }
-    let summary = dead.purge(queues, selection).await?;
-    if as_json {
+    let summary = dead.purge(&queues, &selection).await?;
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         for (queue, purged) in &summary.queues {
@@ -368,43 +308,12 @@ async fn purge(
             );
         }
         println!("purged {}, kept {}", summary.purged, summary.kept);
+        if summary.unread > 0 {
+            println!(
+                "{} not read (see docs/dead-letters.md, limits)",
+                summary.unread
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A bar on stderr (drawn only on a terminal) for large replays, else a
-/// hidden one.
-fn progress_bar(total: u64) -> ProgressBar {
-    if total < PROGRESS_BAR_FROM {
-        return ProgressBar::hidden();
-    }
-    ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} dead letters {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    )
-}
-
-fn failed_at(entry: &DeadLetterEntry) -> String {
-    entry.failed_at.map_or_else(
-        || "-".into(),
-        |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),
-    )
-}
-
-fn list_or_none(names: &[String]) -> String {
-    if names.is_empty() {
-        "no dead-letter queue".into()
-    } else {
-        names.join(", ")
-    }
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    if line.chars().count() <= max && line.len() == text.len() {
-        return line.to_owned();
-    }
-    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }

@@ -14,6 +14,7 @@
 
 mod commands;
 mod dlq;
+mod dlq_output;
 mod retries;
 
 use std::path::PathBuf;
