@@ -32,12 +32,14 @@ pub struct DelayLevel {
     pub queue: String,
     /// Messages waiting in it, or `None` if the queue does not exist.
     pub messages: Option<u32>,
-    /// How long the level holds a message: 2^level seconds.
-    #[serde(serialize_with = "human")]
+    /// How long the level holds a message: 2^level seconds (in JSON,
+    /// `hold_seconds`).
+    #[serde(rename = "hold_seconds", serialize_with = "seconds")]
     pub hold: Duration,
     /// A message waiting here is due within this: 2^(level+1) - 1
-    /// seconds, the most its remaining levels can add up to.
-    #[serde(serialize_with = "human")]
+    /// seconds, the most its remaining levels can add up to (in JSON,
+    /// `due_within_seconds`).
+    #[serde(rename = "due_within_seconds", serialize_with = "seconds")]
     pub due_within: Duration,
     /// Whether more messages were waiting than one read could hold, so
     /// [`DelayReport::tasks`] lacks some of this level's.
@@ -123,6 +125,6 @@ impl DelayReport {
     }
 }
 
-fn human<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&humantime::format_duration(*value).to_string())
+fn seconds<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(value.as_secs())
 }

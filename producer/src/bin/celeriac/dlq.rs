@@ -184,6 +184,10 @@ async fn list(
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if queues.is_empty() {
+        println!("no dead-letter queue: no worker has consumed the configured queues yet");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{}", list_header());
     for entry in &entries {
         println!("{}", list_row(entry));
@@ -199,7 +203,7 @@ async fn list(
     println!(
         "{} of {total} dead letter(s) in {}",
         entries.len(),
-        list_or_none(&names)
+        names.join(", ")
     );
     Ok(ExitCode::SUCCESS)
 }

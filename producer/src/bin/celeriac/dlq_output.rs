@@ -56,6 +56,11 @@ pub(crate) fn describe(entry: &DeadLetterEntry) -> anyhow::Result<String> {
             or_dash(&entry.original_routing_key)
         ),
     );
+    let replay = entry.replay_destination().map_or_else(
+        || "- (its headers do not say where it was published)".into(),
+        |(exchange, key)| format!("exchange `{exchange}`, routing key `{key}`"),
+    );
+    line("replays to:", replay);
     line("trace id:", or_dash(&entry.trace_id));
     line(
         "replayed:",

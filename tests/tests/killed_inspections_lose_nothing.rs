@@ -1,6 +1,7 @@
 //! A `celeriac dlq replay` of 1,000 dead letters killed with SIGKILL in
 //! the middle: afterwards every message is in the work queue, in the
-//! dead-letter queue, or in both; none is lost.
+//! dead-letter queue, or in both; none is lost. A `celeriac dlq list`
+//! killed in the middle leaves the dead-letter queue as it was.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
@@ -17,20 +18,25 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::Value;
 
+/// The consumer count of `queue`.
+async fn consumers(channel: &lapin::Channel, queue: &str) -> u32 {
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .unwrap()
+        .consumer_count()
+}
+
 /// Waits until `queue` has no consumer: the killed process's connection
 /// is closed and the broker has requeued what it held.
 async fn wait_until_unconsumed(channel: &lapin::Channel, queue: &str) {
     let deadline = tokio::time::Instant::now() + GUARD;
     loop {
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let q = channel
-            .queue_declare(queue.into(), options, FieldTable::default())
-            .await
-            .unwrap();
-        if q.consumer_count() == 0 {
+        if consumers(channel, queue).await == 0 {
             return;
         }
         assert!(
@@ -107,5 +113,50 @@ async fn a_replay_killed_midway_leaves_every_message_somewhere() {
     let both = work.intersection(&still_dead).count();
     assert!(both < 10, "only messages in flight are in both: {both}");
     assert_eq!(in_work.len() + in_dead.len(), 1000 + both);
+    delete_queues(&[&queue]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_killed_midway_leaves_the_queue_as_it_was() {
+    let queue = unique("dlq-list-kill");
+    let dead = DeadLetterTopology::queue_name(&queue);
+    let (_connection, channel) = channel().await.unwrap();
+    declare_with_dead_letters(&channel, &queue).await.unwrap();
+    let letters: Vec<_> = (0..3000)
+        .map(|n| {
+            let message =
+                TaskMessage::new("test.dlq.bulk", vec![Value::from(n)], Default::default());
+            (message, rejected(&queue, Utc::now()))
+        })
+        .collect();
+    let ids = publish_dead_letters(&channel, &letters).await.unwrap();
+
+    let mut list = tokio::process::Command::new(workspace_binary("celeriac").unwrap())
+        .args(["dlq", "list", "--queue", &queue, "--json"])
+        .env("CELERIAC_BROKER_URL", broker_url().expose())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The browse is under way once its exclusive consumer is attached.
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while consumers(&channel, &dead).await == 0 {
+        assert!(
+            list.try_wait().unwrap().is_none(),
+            "list ended before it was seen"
+        );
+        assert!(tokio::time::Instant::now() < deadline, "no browse started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    list.start_kill().unwrap();
+    assert!(
+        !list.wait().await.unwrap().success(),
+        "killed before it finished"
+    );
+    wait_until_unconsumed(&channel, &dead).await;
+
+    let held = drain_task_ids(&channel, &dead).await.unwrap();
+    assert_eq!(held.len(), ids.len(), "none lost, none duplicated");
+    assert!(held == ids, "the same order as before");
     delete_queues(&[&queue]).await;
 }
