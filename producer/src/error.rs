@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
-/// Why a send failed. Whenever `send` returns an error, the broker did not
-/// confirm the message: it may or may not have been delivered, and the
-/// caller decides whether to send again.
+/// Why a send or an inspection failed. Whenever `send` returns an error,
+/// the broker did not confirm the message: it may or may not have been
+/// delivered, and the caller decides whether to send again. Whenever an
+/// inspection ([`DeadLetters`](crate::DeadLetters),
+/// [`DelayedTasks`](crate::DelayedTasks)) returns an error, every message
+/// it had read but not settled goes back to its queue.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -59,6 +62,28 @@ pub enum Error {
     DuplicateTaskId {
         /// The task id.
         task_id: String,
+    },
+    /// A queue that an inspection needs does not exist: for a dead-letter
+    /// queue, no worker has consumed its queue yet (or it was deleted).
+    #[error("queue `{queue}` does not exist")]
+    UnknownQueue {
+        /// The queue's name.
+        queue: String,
+    },
+    /// Another consumer is attached to a queue that an inspection must
+    /// read exclusively (another inspection, or an application consuming
+    /// a dead-letter queue); nothing was read.
+    #[error("queue `{queue}` has another consumer; inspect it when that consumer is gone")]
+    QueueBusy {
+        /// The queue's name.
+        queue: String,
+    },
+    /// The broker ended an inspection's consumer (the queue was deleted or
+    /// the channel closed) before it finished.
+    #[error("the broker ended the consumer of queue `{queue}`")]
+    ConsumerEnded {
+        /// The queue's name.
+        queue: String,
     },
     /// The operation did not complete in time.
     #[error("{operation} timed out after {after:?}")]

@@ -12,6 +12,10 @@
 //! [`TaskFailure`](celeriac_shared::TaskFailure). [`Producer::map`] sends a
 //! batch and gathers it as a [`Group`].
 //!
+//! Operators inspect the broker with [`DeadLetters`] (list, show, replay
+//! and purge dead letters) and [`DelayedTasks`] (what waits in the delay
+//! ladder), as the `celeriac dlq` and `celeriac retries` commands do.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use celeriac_producer::{Producer, ProducerConfig};
@@ -29,6 +33,7 @@ mod config;
 mod error;
 mod group;
 mod handle;
+mod inspect;
 mod producer;
 mod replies;
 
@@ -36,4 +41,8 @@ pub use config::ProducerConfig;
 pub use error::Error;
 pub use group::Group;
 pub use handle::TaskHandle;
+pub use inspect::{
+    DeadLetterEntry, DeadLetters, DelayLevel, DelayReport, DelayedTask, DelayedTasks, Progress,
+    PurgeSummary, QueueDelays, ReplayFailure, ReplaySummary, Selection,
+};
 pub use producer::{Producer, QueueStats};

@@ -278,6 +278,16 @@ impl Producer {
         &self.inner.config
     }
 
+    /// A fresh plain channel of its own, for an inspection.
+    pub(crate) async fn open_channel(&self) -> Result<lapin::Channel, Error> {
+        self.inner.channels.open().await
+    }
+
+    /// One of the shared confirm-mode channels, for republishing.
+    pub(crate) async fn confirm_channel(&self) -> Result<lapin::Channel, Error> {
+        self.inner.channels.get().await
+    }
+
     async fn reply_queue(&self) -> Result<String, Error> {
         self.inner.replies.queue(&self.inner.channels).await
     }

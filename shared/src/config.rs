@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::{DEFAULT_QUEUE, Error, QueueDef, Route, Router, Topology};
+use crate::{DEFAULT_QUEUE, DeadLetterRetention, Error, QueueDef, Route, Router, Topology};
 
 /// The default maximum message body size: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
@@ -25,6 +25,11 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 /// queue_type = "quorum"                                # default: "classic"
 /// max_priority = 10                                    # default: none
 /// arguments = { "x-message-ttl" = 60000 }              # default: none
+/// dead_letters = { max_age = "7days" }                 # default: [dead_letters]
+///
+/// [dead_letters]                    # retention of every <queue>.dead
+/// max_age = "180days"               # default: none (kept until purged)
+/// max_length = 10000                # default: none
 ///
 /// [[route]]
 /// task = "reports.*"
@@ -50,6 +55,10 @@ pub struct Config {
     /// Routing rules, first match wins. Defaults to none.
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
+    /// The retention of dead-letter queues whose `[[queue]]` sets none.
+    /// Defaults to unlimited.
+    #[serde(default)]
+    pub dead_letters: DeadLetterRetention,
 }
 
 fn default_queue() -> String {
@@ -67,6 +76,7 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             queues: Vec::new(),
             routes: Vec::new(),
+            dead_letters: DeadLetterRetention::UNLIMITED,
         }
     }
 }
@@ -99,7 +109,7 @@ impl Config {
 
     /// The queue definitions as a [`Topology`].
     pub fn topology(&self) -> Topology {
-        Topology::new(self.queues.clone())
+        Topology::new(self.queues.clone()).dead_letter_retention_default(self.dead_letters)
     }
 
     fn validate(&self, origin: &str) -> Result<(), Error> {
@@ -127,6 +137,10 @@ impl Config {
         }
         if self.max_message_size == 0 {
             return Err(invalid("max_message_size must be positive".into()));
+        }
+        let retentions = self.queues.iter().filter_map(|q| q.dead_letters.as_ref());
+        for retention in retentions.chain([&self.dead_letters]) {
+            retention.validate().map_err(invalid)?;
         }
         Ok(())
     }
@@ -179,6 +193,29 @@ queue = "reports"
         assert_eq!(reports.queue_type, QueueType::Quorum);
         assert_eq!(config.topology().queue_def("urgent").max_priority, Some(10));
         assert_eq!(config.max_message_size, DEFAULT_MAX_MESSAGE_SIZE);
+    }
+
+    #[test]
+    fn dead_letter_retention_is_read_globally_and_per_queue() {
+        let text = "[dead_letters]\nmax_age = \"180days\"\nmax_length = 10000\n\
+                    [[queue]]\nname = \"q\"\ndead_letters = { max_age = \"7d\" }\n";
+        let config = Config::from_toml(text, "f").unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let topology = config.topology();
+        assert_eq!(
+            topology.dead_letter_retention("other").max_age,
+            Some(day * 180)
+        );
+        assert_eq!(
+            topology.dead_letter_retention("other").max_length,
+            Some(10_000)
+        );
+        assert_eq!(topology.dead_letter_retention("q").max_age, Some(day * 7));
+        assert_eq!(topology.dead_letter_retention("q").max_length, None);
+        let bad = Config::from_toml("[dead_letters]\nmax_age = \"soon\"\n", "f").unwrap_err();
+        assert!(bad.to_string().contains("line 2"), "{bad}");
+        let zero = Config::from_toml("[dead_letters]\nmax_length = 0\n", "f").unwrap_err();
+        assert!(zero.to_string().contains("positive"), "{zero}");
     }
 
     #[test]

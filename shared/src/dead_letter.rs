@@ -5,17 +5,18 @@
 //! the durable direct exchange `celeriac.dead`. The worker publishes the
 //! dead letter itself (the original properties and body byte for byte,
 //! plus `x-celeriac-*` headers saying why), waits for the broker's confirm
-//! and only then acknowledges the original. No queue argument is involved,
+//! and only then acknowledges the original. No argument of `Q` is involved,
 //! so a Python Celery app declaring `Q` with its defaults still agrees with
-//! celeriac's declaration.
+//! celeriac's declaration. `Q.dead` itself carries arguments only when a
+//! [`DeadLetterRetention`] is configured.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
-use crate::Error;
 use crate::message::short_string;
+use crate::{DeadLetterRetention, Error};
 
 /// The dead-letter exchange: direct, durable, routing key = the queue.
 pub const DEAD_LETTER_EXCHANGE: &str = "celeriac.dead";
@@ -33,8 +34,21 @@ impl DeadLetterTopology {
         format!("{queue}.dead")
     }
 
-    /// Declares the exchange, `<queue>.dead` and its binding. Idempotent.
+    /// Declares the exchange, `<queue>.dead` (without retention limits)
+    /// and its binding. Idempotent.
     pub async fn declare(channel: &Channel, queue: &str) -> Result<(), Error> {
+        Self::declare_with(channel, queue, &DeadLetterRetention::UNLIMITED).await
+    }
+
+    /// Declares the exchange, `<queue>.dead` with the arguments of
+    /// `retention`, and its binding. Idempotent as long as every declarer
+    /// passes the same retention (the broker refuses a redeclaration with
+    /// other arguments with `PRECONDITION_FAILED`).
+    pub async fn declare_with(
+        channel: &Channel,
+        queue: &str,
+        retention: &DeadLetterRetention,
+    ) -> Result<(), Error> {
         let dead = Self::queue_name(queue);
         let fail = |what: String| move |source| Error::Declare { what, source };
         let durable = ExchangeDeclareOptions {
@@ -58,7 +72,7 @@ impl DeadLetterTopology {
             .queue_declare(
                 short_string("queue", &dead)?,
                 options,
-                FieldTable::default(),
+                retention.arguments(),
             )
             .await
             .map_err(fail(format!("queue `{dead}`")))?;
@@ -124,6 +138,26 @@ pub mod headers {
     pub const ORIGINAL_EXCHANGE: &str = "x-celeriac-original-exchange";
     /// [`DeadLetter::original_routing_key`](super::DeadLetter::original_routing_key).
     pub const ORIGINAL_ROUTING_KEY: &str = "x-celeriac-original-routing-key";
+    /// Set on a replayed copy: when it was last replayed from a
+    /// dead-letter queue, ISO-8601.
+    pub const REPLAYED_AT: &str = "x-celeriac-replayed-at";
+    /// Set on a replayed copy: how many times it was replayed.
+    pub const REPLAY_COUNT: &str = "x-celeriac-replay-count";
+
+    /// The headers a worker writes when it dead-letters a message, which a
+    /// replay removes again.
+    pub const ALL: [&str; 10] = [
+        REASON,
+        ERROR_TYPE,
+        ERROR_MESSAGE,
+        TRACEBACK,
+        RETRIES,
+        FAILED_AT,
+        WORKER,
+        ORIGINAL_QUEUE,
+        ORIGINAL_EXCHANGE,
+        ORIGINAL_ROUTING_KEY,
+    ];
 }
 
 impl DeadLetter {

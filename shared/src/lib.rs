@@ -20,6 +20,7 @@ mod broker_error;
 mod broker_url;
 mod config;
 mod dead_letter;
+mod dead_letter_retention;
 mod delay;
 pub mod demo;
 mod error;
@@ -40,6 +41,7 @@ pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
 pub use dead_letter::{
     DEAD_LETTER_EXCHANGE, DeadLetter, DeadLetterTopology, headers as dead_letter_headers,
 };
+pub use dead_letter_retention::DeadLetterRetention;
 pub use delay::{
     DELAY_BITS, DELAY_DELIVERY_EXCHANGE, DELAY_ENTRY_EXCHANGE, DelayTopology, MAX_DELAY,
     delay_until, strip_delay_prefix,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::message::short_string;
-use crate::{Error, json_to_field_table};
+use crate::{DeadLetterRetention, Error, json_to_field_table};
 
 /// An exchange type celeriac declares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +80,11 @@ pub struct QueueDef {
     /// ...). Defaults to none.
     #[serde(default)]
     pub arguments: Map<String, Value>,
+    /// The retention of this queue's dead-letter queue `<name>.dead`,
+    /// overriding the topology's default. Defaults to none (the
+    /// topology's default applies).
+    #[serde(default)]
+    pub dead_letters: Option<DeadLetterRetention>,
 }
 
 fn yes() -> bool {
@@ -106,6 +111,7 @@ impl QueueDef {
             queue_type: QueueType::Classic,
             max_priority: None,
             arguments: Map::new(),
+            dead_letters: None,
         }
     }
 
@@ -225,12 +231,35 @@ impl QueueDef {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Topology {
     queues: Vec<QueueDef>,
+    /// The retention of dead-letter queues whose queue sets none.
+    dead_letters: DeadLetterRetention,
 }
 
 impl Topology {
-    /// A topology with these queue definitions.
+    /// A topology with these queue definitions and unlimited dead-letter
+    /// retention.
     pub fn new(queues: Vec<QueueDef>) -> Self {
-        Self { queues }
+        Self {
+            queues,
+            dead_letters: DeadLetterRetention::UNLIMITED,
+        }
+    }
+
+    /// Sets the retention of every dead-letter queue whose queue does not
+    /// set its own. Defaults to [`DeadLetterRetention::UNLIMITED`].
+    pub fn dead_letter_retention_default(mut self, retention: DeadLetterRetention) -> Self {
+        self.dead_letters = retention;
+        self
+    }
+
+    /// The retention of `queue`'s dead-letter queue: the queue's own, else
+    /// the topology's default.
+    pub fn dead_letter_retention(&self, queue: &str) -> DeadLetterRetention {
+        self.queues
+            .iter()
+            .find(|q| q.name == queue)
+            .and_then(|q| q.dead_letters)
+            .unwrap_or(self.dead_letters)
     }
 
     /// Adds a queue definition.
@@ -301,6 +330,27 @@ mod tests {
         assert_eq!(
             args.inner().get("x-message-ttl"),
             Some(&AMQPValue::LongLongInt(1000))
+        );
+    }
+
+    #[test]
+    fn a_queue_retention_beats_the_default_one() {
+        let week = DeadLetterRetention {
+            max_age: Some(std::time::Duration::from_secs(604_800)),
+            max_length: None,
+        };
+        let mut short = QueueDef::new("short");
+        short.dead_letters = Some(DeadLetterRetention {
+            max_age: None,
+            max_length: Some(10),
+        });
+        let t = Topology::new(vec![short]).dead_letter_retention_default(week);
+        assert_eq!(t.dead_letter_retention("short").max_length, Some(10));
+        assert_eq!(t.dead_letter_retention("short").max_age, None);
+        assert_eq!(t.dead_letter_retention("other"), week);
+        assert_eq!(
+            Topology::default().dead_letter_retention("x"),
+            DeadLetterRetention::UNLIMITED
         );
     }
 

@@ -5,10 +5,14 @@
 //! The broker is `CELERIAC_BROKER_URL` or the local default; `scripts/test`
 //! makes sure one answers.
 
+mod dead_letters;
 pub mod ledger;
 mod processes;
 mod rabbitmqctl;
 
+pub use dead_letters::{
+    celeriac, declare_with_dead_letters, drain_task_ids, publish_dead_letters, rejected,
+};
 pub use processes::{DemoWorker, workspace_binary};
 pub use rabbitmqctl::{Vhost, close_connections_named};
 

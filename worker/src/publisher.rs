@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use celeriac_shared::{
     DELAY_ENTRY_EXCHANGE, DeadLetter, DeadLetterTopology, DelayTopology, MAX_DELAY, ResultMessage,
+    Topology,
 };
 use chrono::{SecondsFormat, Utc};
 use lapin::message::Delivery;
@@ -24,6 +25,9 @@ pub(crate) const QUORUM_DELIVERIES_HEADER: &str = "x-delivery-count";
 pub(crate) struct Publisher {
     /// The confirm-mode channel.
     pub(crate) channel: Channel,
+    /// The queue shapes, for the retention of a dead-letter queue that has
+    /// to be declared again.
+    pub(crate) topology: Topology,
 }
 
 impl Publisher {
@@ -139,7 +143,8 @@ impl Publisher {
         if sent.is_ok() {
             return sent;
         }
-        DeadLetterTopology::declare(&self.channel, queue)
+        let retention = self.topology.dead_letter_retention(queue);
+        DeadLetterTopology::declare_with(&self.channel, queue, &retention)
             .await
             .map_err(|e| e.to_string())?;
         self.publish(exchange, queue, &delivery.data, properties, true)

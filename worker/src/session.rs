@@ -170,7 +170,10 @@ async fn start(
     let (consumers, deliveries) = consume(config, connection).await?;
     let dispatcher = Arc::new(Dispatcher {
         registry: registry.clone(),
-        publisher: Publisher { channel: results },
+        publisher: Publisher {
+            channel: results,
+            topology: config.topology.clone(),
+        },
         max_message_size: config.max_message_size,
         track_started: config.track_started,
         retry: config.retry.clone(),
@@ -203,7 +206,8 @@ async fn declare(config: &WorkerConfig, connection: &Connection) -> Result<(), E
     for queue in &config.queues {
         config.topology.queue_def(queue).declare(&control).await?;
         DelayTopology::bind_queue(&control, queue).await?;
-        DeadLetterTopology::declare(&control, queue).await?;
+        let retention = config.topology.dead_letter_retention(queue);
+        DeadLetterTopology::declare_with(&control, queue, &retention).await?;
     }
     let _ = control.close(200, "OK".into()).await;
     Ok(())

@@ -57,6 +57,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dlq { action } => crate::dlq::run(&producer, &file, action).await,
+        Command::Retries(args) => crate::retries::run(&producer, &file, args).await,
         Command::Queues => {
             for queue in configured_queues(&file) {
                 match producer.queue_stats(&queue).await? {
@@ -178,7 +180,7 @@ fn parse_arguments(task: &TaskArgs) -> anyhow::Result<(Vec<Value>, Map<String, V
 }
 
 /// The default queue, then every queue named in the file, once each.
-fn configured_queues(config: &Config) -> Vec<String> {
+pub(crate) fn configured_queues(config: &Config) -> Vec<String> {
     let mut queues = vec![config.default_queue.clone()];
     let named = config.queues.iter().map(|q| &q.name);
     for name in named.chain(config.routes.iter().map(|r| &r.queue)) {

@@ -7,9 +7,15 @@
 //! celeriac sum --to 1000000 --chunks 16
 //! celeriac topology declare
 //! celeriac queues
+//! celeriac dlq list --queue celery --task 'reports.*'
+//! celeriac dlq replay --all --queue celery
+//! celeriac retries
 //! ```
 
 mod commands;
+mod dlq;
+mod dlq_output;
+mod retries;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +93,13 @@ enum Command {
     },
     /// List configured queues with message and consumer counts.
     Queues,
+    /// List, show, replay and purge dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: dlq::DlqAction,
+    },
+    /// Show the retries, countdowns and etas waiting in the delay queues.
+    Retries(retries::RetriesArgs),
 }
 
 #[derive(Debug, Subcommand)]
