@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use celeriac_shared::{is_not_found, is_transient};
+use deadpool_lapin::PoolError;
+
 /// Why a send or an inspection failed. Whenever `send` returns an error,
 /// the broker did not confirm the message: it may or may not have been
 /// delivered, and the caller decides whether to send again. Whenever an
@@ -18,7 +21,7 @@ pub enum Error {
         url: String,
         /// The pool's error.
         #[source]
-        source: deadpool_lapin::PoolError,
+        source: PoolError,
     },
     /// The connection pool could not be built from the configuration.
     #[error("invalid connection pool configuration")]
@@ -85,6 +88,19 @@ pub enum Error {
         /// The queue's name.
         queue: String,
     },
+    /// The broker stayed away (unreachable, restarting, connection lost)
+    /// for the whole send timeout; the last error says why. The message
+    /// may or may not have reached the broker.
+    #[error("task {task_id} was not confirmed by the broker within {after:?}")]
+    Unconfirmed {
+        /// The task id.
+        task_id: String,
+        /// The send timeout.
+        after: Duration,
+        /// The last failure.
+        #[source]
+        source: Box<Error>,
+    },
     /// The operation did not complete in time.
     #[error("{operation} timed out after {after:?}")]
     Timeout {
@@ -96,6 +112,42 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether waiting can mend this error: the broker is restarting or out
+    /// of reach, or the connection broke. A send retries these until its
+    /// timeout; everything else fails the send at once.
+    pub fn can_be_recovered(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } => match source {
+                PoolError::Backend(err) => is_transient(err),
+                PoolError::Timeout(_) => true,
+                PoolError::Closed
+                | PoolError::NoRuntimeSpecified
+                | PoolError::PostCreateHook(_) => false,
+            },
+            Error::Amqp { source, .. } => is_transient(source),
+            Error::Codec(err) => err.is_transient(),
+            Error::Pool(_)
+            | Error::Unroutable { .. }
+            | Error::Nacked { .. }
+            | Error::DuplicateTaskId { .. }
+            | Error::UnknownQueue { .. }
+            | Error::QueueBusy { .. }
+            | Error::ConsumerEnded { .. }
+            | Error::Unconfirmed { .. }
+            | Error::Timeout { .. } => false,
+        }
+    }
+
+    /// Whether the broker refused the message because an exchange, queue
+    /// or binding it needs is missing: declaring again may mend it.
+    pub(crate) fn needs_declaration(&self) -> bool {
+        match self {
+            Error::Unroutable { .. } => true,
+            Error::Amqp { source, .. } => is_not_found(source),
+            _ => false,
+        }
+    }
+
     pub(crate) fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> Error {
         move |source| Error::Amqp { operation, source }
     }

@@ -45,6 +45,14 @@ impl<O: DeserializeOwned> TaskHandle<O> {
         }
     }
 
+    /// Points the handle's slot at reply queue `generation` (its send is
+    /// tried again after a reconnect).
+    pub(crate) fn retarget(&self, generation: u64) {
+        if let Some((pending, token)) = &self.pending {
+            pending.retarget(&self.task_id, *token, generation);
+        }
+    }
+
     /// The task id.
     pub fn id(&self) -> &str {
         &self.task_id

@@ -28,8 +28,10 @@
 //! # Ok(()) }
 //! ```
 
+mod attempts;
 mod channels;
 mod config;
+mod declarations;
 mod error;
 mod group;
 mod handle;

@@ -1,12 +1,16 @@
 //! The producer: route, encode, publish with confirms.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex as SyncMutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::attempts::{Attempts, Next};
+use crate::channels::Channels;
+use crate::declarations::{Declarations, declare};
+use crate::replies::Replies;
+use crate::{Error, Group, ProducerConfig, TaskHandle};
 use celeriac_shared::{
     CallError, DELAY_ENTRY_EXCHANGE, DelayTopology, Destination, SendOptions, Sender, Task,
-    TaskMessage, delay_until, encode_arguments,
+    TaskMessage, delay_until, encode_arguments, is_not_found,
 };
 use chrono::Utc;
 use deadpool_lapin::{Pool, Runtime};
@@ -15,12 +19,6 @@ use lapin::types::FieldTable;
 use lapin::{Confirmation, ConnectionProperties};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio::sync::{Mutex, OnceCell};
-use tracing::debug;
-
-use crate::channels::Channels;
-use crate::replies::Replies;
-use crate::{Error, Group, ProducerConfig, TaskHandle};
 
 /// A queue's counts, from a passive declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +40,8 @@ struct Inner {
     config: ProducerConfig,
     channels: Channels,
     replies: Replies,
-    /// Queues this producer declared (or is declaring), so each is
-    /// declared once even when a thousand first sends to it race.
-    declared: SyncMutex<HashMap<String, Arc<OnceCell<()>>>>,
-    /// Whether the delay topology was declared, and the queues already
-    /// bound to its delivery exchange.
-    delayed: Mutex<(bool, HashSet<String>)>,
+    /// What this producer declared, so each queue is declared once.
+    declarations: Declarations,
     /// The `origin` header: `gen<pid>@<host>` as Celery writes it.
     origin: String,
 }
@@ -80,8 +74,7 @@ impl Producer {
         let inner = Inner {
             channels,
             replies: Replies::new(),
-            declared: SyncMutex::new(HashMap::new()),
-            delayed: Mutex::new((false, HashSet::new())),
+            declarations: Declarations::default(),
             origin: origin(),
             config,
         };
@@ -112,6 +105,11 @@ impl Producer {
     /// Sends a task by name with raw JSON arguments (to call tasks written
     /// in Python, or from the CLI). The handle yields the result as `O`
     /// (use [`serde_json::Value`] when the type is not known).
+    ///
+    /// While the broker is away (restarting, unreachable, the connection
+    /// lost), the send is tried again with backoff until
+    /// [`ProducerConfig::send_timeout`]; it returns `Ok` only once the
+    /// broker confirmed the message, else [`Error::Unconfirmed`].
     pub async fn send_raw<O: serde::de::DeserializeOwned>(
         &self,
         task: &str,
@@ -122,25 +120,59 @@ impl Producer {
         let mut message = TaskMessage::new(task, args, kwargs);
         options.apply(&mut message, Utc::now());
         message.headers.origin = Some(self.inner.origin.clone());
-        let timeout = self.inner.config.send_timeout;
-        let slot = if options.ignore_result {
-            None
-        } else {
-            let queue = with_timeout("reply queue declare", timeout, self.reply_queue()).await?;
+        let mut attempts = Attempts::new(message.id(), self.inner.config.send_timeout);
+        let mut handle = None;
+        loop {
+            let attempt = self.attempt(&mut message, &options, &mut handle);
+            let Err(err) = attempts.run(attempt).await else {
+                break;
+            };
+            if attempts.after(err).await? == Next::Redeclare {
+                self.inner.declarations.forget().await;
+            }
+        }
+        Ok(handle
+            .unwrap_or_else(|| TaskHandle::new(message.id().to_owned(), task.to_owned(), None)))
+    }
+
+    /// One attempt at sending: the reply queue (declared again if the last
+    /// one was lost, the handle moved to it), then the publish.
+    async fn attempt<O: serde::de::DeserializeOwned>(
+        &self,
+        message: &mut TaskMessage,
+        options: &SendOptions,
+        handle: &mut Option<TaskHandle<O>>,
+    ) -> Result<(), Error> {
+        if !options.ignore_result {
+            let (queue, generation) = self.inner.replies.queue(&self.inner.channels).await?;
             message.reply_to = Some(queue);
-            let pending = Arc::clone(&self.inner.replies.pending);
-            let (token, receiver) =
-                pending
-                    .register(message.id())
-                    .ok_or_else(|| Error::DuplicateTaskId {
-                        task_id: message.id().to_owned(),
-                    })?;
-            Some((receiver, pending, token))
-        };
-        let handle = TaskHandle::new(message.id().to_owned(), task.to_owned(), slot);
-        let publish = self.publish(&message, options.queue.as_deref());
-        with_timeout("send", timeout, publish).await?;
-        Ok(handle)
+            match handle {
+                Some(handle) => handle.retarget(generation),
+                None => *handle = Some(self.register(message, generation)?),
+            }
+        }
+        self.publish(message, options.queue.as_deref()).await
+    }
+
+    /// A handle waiting for `message`'s result on reply queue `generation`.
+    fn register<O: serde::de::DeserializeOwned>(
+        &self,
+        message: &TaskMessage,
+        generation: u64,
+    ) -> Result<TaskHandle<O>, Error> {
+        let pending = Arc::clone(&self.inner.replies.pending);
+        let (token, receiver) =
+            pending
+                .register(message.id(), generation)
+                .ok_or_else(|| Error::DuplicateTaskId {
+                    task_id: message.id().to_owned(),
+                })?;
+        let slot = Some((receiver, pending, token));
+        Ok(TaskHandle::new(
+            message.id().to_owned(),
+            message.task().to_owned(),
+            slot,
+        ))
     }
 
     /// Sends a typed task and waits up to `timeout` for its output.
@@ -169,9 +201,12 @@ impl Producer {
         let config = &self.inner.config;
         let queue = config.router.queue_for(message.task(), queue);
         let queue_def = config.topology.queue_def(queue);
-        self.ensure_declared(&queue_def).await?;
+        let (channels, declarations) = (&self.inner.channels, &self.inner.declarations);
+        declarations.ensure_queue(channels, &queue_def).await?;
         if message.headers.eta.is_some() {
-            self.ensure_delay(queue).await?;
+            declarations
+                .ensure_delay(channels, &config.delay, queue)
+                .await?;
         }
         let now = Utc::now();
         let delay = message
@@ -231,7 +266,7 @@ impl Producer {
     pub async fn declare_topology(&self) -> Result<(), Error> {
         let config = &self.inner.config;
         for queue in config.topology.queues() {
-            self.declare(queue).await?;
+            declare(&self.inner.channels, queue).await?;
         }
         self.declare_queue(config.router.default_queue()).await
     }
@@ -239,8 +274,11 @@ impl Producer {
     /// Declares queue `name` (its listed definition, or Celery's default
     /// shape), its exchange and binding. Idempotent.
     pub async fn declare_queue(&self, name: &str) -> Result<(), Error> {
-        self.declare(&self.inner.config.topology.queue_def(name))
-            .await
+        declare(
+            &self.inner.channels,
+            &self.inner.config.topology.queue_def(name),
+        )
+        .await
     }
 
     /// Message and consumer counts of `queue`, or `None` if it does not
@@ -287,54 +325,6 @@ impl Producer {
     pub(crate) async fn confirm_channel(&self) -> Result<lapin::Channel, Error> {
         self.inner.channels.get().await
     }
-
-    async fn reply_queue(&self) -> Result<String, Error> {
-        self.inner.replies.queue(&self.inner.channels).await
-    }
-
-    /// Declares `queue` on its first use by this producer; concurrent
-    /// first sends wait for the one declaration instead of each declaring.
-    async fn ensure_declared(&self, queue: &celeriac_shared::QueueDef) -> Result<(), Error> {
-        let cell = {
-            let mut declared = self
-                .inner
-                .declared
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match declared.get(&queue.name) {
-                Some(cell) => Arc::clone(cell),
-                None => Arc::clone(declared.entry(queue.name.clone()).or_default()),
-            }
-        };
-        cell.get_or_try_init(|| self.declare(queue)).await?;
-        Ok(())
-    }
-
-    /// Declares the delay topology once and binds `queue` to its delivery
-    /// exchange once.
-    async fn ensure_delay(&self, queue: &str) -> Result<(), Error> {
-        let mut delayed = self.inner.delayed.lock().await;
-        if delayed.0 && delayed.1.contains(queue) {
-            return Ok(());
-        }
-        let channel = self.inner.channels.open().await?;
-        if !delayed.0 {
-            self.inner.config.delay.declare(&channel).await?;
-            delayed.0 = true;
-        }
-        DelayTopology::bind_queue(&channel, queue).await?;
-        let _ = channel.close(200, "OK".into()).await;
-        delayed.1.insert(queue.to_owned());
-        Ok(())
-    }
-
-    async fn declare(&self, queue: &celeriac_shared::QueueDef) -> Result<(), Error> {
-        let channel = self.inner.channels.open().await?;
-        queue.declare(&channel).await?;
-        let _ = channel.close(200, "OK".into()).await;
-        debug!(queue = %queue.name, "declared queue");
-        Ok(())
-    }
 }
 
 impl Sender for Producer {
@@ -374,10 +364,6 @@ fn send_error(err: Error) -> CallError {
         Error::Codec(codec) => CallError::Codec(codec),
         other => CallError::Send(Box::new(other)),
     }
-}
-
-fn is_not_found(err: &lapin::Error) -> bool {
-    err.to_string().contains("NOT_FOUND")
 }
 
 async fn with_timeout<T>(

@@ -37,6 +37,8 @@ pub(crate) struct Pending {
 /// One waiting handle's slot.
 struct Slot {
     token: u64,
+    /// The reply queue (by generation) its result goes to.
+    generation: u64,
     sender: oneshot::Sender<Delivered>,
 }
 
@@ -44,15 +46,35 @@ impl Pending {
     /// Registers `task_id`; must happen before its message is published.
     /// A task id that is already waiting is refused: its result could not
     /// be told apart.
-    pub(crate) fn register(&self, task_id: &str) -> Option<(u64, oneshot::Receiver<Delivered>)> {
+    /// `generation` is the reply queue the result is to come back on.
+    pub(crate) fn register(
+        &self,
+        task_id: &str,
+        generation: u64,
+    ) -> Option<(u64, oneshot::Receiver<Delivered>)> {
         let (sender, receiver) = oneshot::channel();
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
         let mut waiting = self.lock();
         if waiting.contains_key(task_id) {
             return None;
         }
-        waiting.insert(task_id.to_owned(), Slot { token, sender });
+        let slot = Slot {
+            token,
+            generation,
+            sender,
+        };
+        waiting.insert(task_id.to_owned(), slot);
         Some((token, receiver))
+    }
+
+    /// Moves the registration `token` of `task_id` to reply queue
+    /// `generation` (its send is tried again after a reconnect).
+    pub(crate) fn retarget(&self, task_id: &str, token: u64, generation: u64) {
+        if let Some(slot) = self.lock().get_mut(task_id)
+            && slot.token == token
+        {
+            slot.generation = generation;
+        }
     }
 
     /// Forgets the registration `token` of `task_id` (its handle was
@@ -78,10 +100,19 @@ impl Pending {
         }
     }
 
-    /// Fails every waiting handle with `reason`.
-    fn fail_all(&self, reason: &str) {
-        for (_, slot) in self.lock().drain() {
-            let _ = slot.sender.send(Err(reason.to_owned()));
+    /// Fails every handle waiting on reply queue `generation`: their
+    /// results went with it.
+    fn fail_generation(&self, generation: u64, reason: &str) {
+        let mut waiting = self.lock();
+        let lost: Vec<String> = waiting
+            .iter()
+            .filter(|(_, slot)| slot.generation == generation)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            if let Some(slot) = waiting.remove(&id) {
+                let _ = slot.sender.send(Err(reason.to_owned()));
+            }
         }
     }
 
@@ -99,10 +130,14 @@ pub(crate) struct Replies {
     /// The current reply queue, or `None` before first use and after its
     /// consumer stopped (connection lost).
     current: Mutex<Option<ReplyQueue>>,
+    /// The generation of the next reply queue.
+    generations: AtomicU64,
 }
 
 struct ReplyQueue {
     name: String,
+    /// Tells this queue apart from the ones before and after it.
+    generation: u64,
     channel: Channel,
 }
 
@@ -111,15 +146,16 @@ impl Replies {
         Self {
             pending: Arc::new(Pending::default()),
             current: Mutex::new(None),
+            generations: AtomicU64::new(0),
         }
     }
 
-    /// The reply queue's name, declaring it and starting its consumer if
-    /// there is none yet.
-    pub(crate) async fn queue(&self, channels: &Channels) -> Result<String, Error> {
+    /// The reply queue's name and generation, declaring it and starting
+    /// its consumer if there is none yet or the last one was lost.
+    pub(crate) async fn queue(&self, channels: &Channels) -> Result<(String, u64), Error> {
         let mut current = self.current.lock().await;
         if let Some(queue) = current.as_ref().filter(|q| q.channel.status().connected()) {
-            return Ok(queue.name.clone());
+            return Ok((queue.name.clone(), queue.generation));
         }
         let channel = channels.open().await?;
         let name = format!("celeriac.reply.{}", uuid::Uuid::new_v4());
@@ -145,19 +181,22 @@ impl Replies {
             )
             .await
             .map_err(Error::amqp("basic.consume (reply queue)"))?;
-        tokio::spawn(consume_replies(consumer, Arc::clone(&self.pending)));
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let pending = Arc::clone(&self.pending);
+        tokio::spawn(consume_replies(consumer, pending, generation));
         debug!(queue = %name, "declared reply queue");
         *current = Some(ReplyQueue {
             name: name.clone(),
+            generation,
             channel,
         });
-        Ok(name)
+        Ok((name, generation))
     }
 }
 
 /// Delivers each result to its handle until the consumer ends, then fails
-/// the handles still waiting: their results went with the exclusive queue.
-async fn consume_replies(mut consumer: Consumer, pending: Arc<Pending>) {
+/// the handles still waiting on this queue: their results went with it.
+async fn consume_replies(mut consumer: Consumer, pending: Arc<Pending>, generation: u64) {
     let reason = loop {
         match consumer.next().await {
             Some(Ok(delivery)) => {
@@ -180,5 +219,5 @@ async fn consume_replies(mut consumer: Consumer, pending: Arc<Pending>) {
         }
     };
     warn!(%reason, waiting = pending.len(), "reply queue lost; failing waiting calls");
-    pending.fail_all(&reason);
+    pending.fail_generation(generation, &reason);
 }

@@ -38,6 +38,17 @@ pub fn is_transient(err: &lapin::Error) -> bool {
     }
 }
 
+/// Whether the broker refused an operation because an exchange or queue
+/// it names does not exist (`NOT_FOUND`).
+pub fn is_not_found(err: &lapin::Error) -> bool {
+    match err.kind() {
+        ErrorKind::ProtocolError(amqp) => {
+            matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+        }
+        _ => false,
+    }
+}
+
 /// Refused, reset or timed-out connections heal; a TLS certificate the
 /// client rejects (`InvalidData`) or a bad address does not.
 fn is_transient_io(err: &io::Error) -> bool {
@@ -117,6 +128,8 @@ mod tests {
     fn bad_credentials_certificates_and_arguments_are_not() {
         let refused = amqp(AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED));
         assert!(!is_transient(&refused));
+        let missing = amqp(AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND));
+        assert!(!is_transient(&missing) && is_not_found(&missing));
         let differing = amqp(AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED));
         assert!(!is_transient(&differing));
         let vhost = amqp(AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED));

@@ -35,7 +35,7 @@ mod time_limit;
 mod topology;
 
 pub use arguments::{decode_arguments, encode_arguments};
-pub use broker_error::is_transient;
+pub use broker_error::{is_not_found, is_transient};
 pub use broker_url::BrokerUrl;
 pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
 pub use dead_letter::{
