@@ -6,15 +6,18 @@
 //! makes sure one answers.
 
 mod dead_letters;
+pub mod certificates;
 pub mod ledger;
 mod processes;
 mod rabbitmqctl;
+mod scratch_broker;
 
 pub use dead_letters::{
     celeriac, declare_with_dead_letters, drain_task_ids, publish_dead_letters, rejected,
 };
 pub use processes::{DemoWorker, workspace_binary};
 pub use rabbitmqctl::{Vhost, close_connections_named};
+pub use scratch_broker::{ScratchBroker, TlsFiles};
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

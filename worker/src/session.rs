@@ -116,6 +116,7 @@ impl Session {
                 Ended::Shutdown
             }
             Some(err) => {
+                while in_flight.try_join_next().is_some() {}
                 let abandoned = in_flight.len();
                 in_flight.abort_all();
                 while in_flight.join_next().await.is_some() {}

@@ -121,13 +121,17 @@ impl Worker {
     }
 }
 
-/// The error and its sources, `: `-separated, for one log line.
+/// The error and its sources, `: `-separated, for one log line (a source
+/// that its error's message already ends with is not repeated).
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

@@ -1,0 +1,192 @@
+//! Producers and workers survive a RabbitMQ restart (the application
+//! stopped and started, or the whole node killed and booted again): they
+//! reconnect, declare again and carry on, and nothing the broker confirmed
+//! is lost. Each test runs its own broker node ([`ScratchBroker`]).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use celeriac_producer::{Error as SendError, Producer, ProducerConfig};
+use celeriac_shared::demo::{Add, AddArgs, Sleep, SleepArgs};
+use celeriac_shared::{BrokerUrl, CallError, Router, SendOptions};
+use celeriac_tests::{GUARD, ScratchBroker, TestWorker, init_logging, unique};
+use celeriac_worker::{Error as WorkerError, Registry, TaskError, Worker, WorkerConfig};
+use tokio::sync::mpsc;
+
+fn worker_config(url: &BrokerUrl, queue: &str) -> WorkerConfig {
+    WorkerConfig {
+        broker_url: url.clone(),
+        queues: vec![queue.to_owned()],
+        concurrency: 8,
+        ..WorkerConfig::default()
+    }
+}
+
+async fn producer(url: &BrokerUrl, queue: &str, send_timeout: Duration) -> Producer {
+    let config = ProducerConfig {
+        broker_url: url.clone(),
+        router: Router::new(vec![], queue),
+        send_timeout,
+        ..ProducerConfig::default()
+    };
+    Producer::connect(config).await.unwrap()
+}
+
+/// `demo.add`, reporting each task id it ran; `demo.sleep` sleeps.
+fn reporting(ran: mpsc::UnboundedSender<String>) -> Registry {
+    let mut registry = Registry::new();
+    registry.register::<Add, _, _>(move |args: AddArgs, ctx| {
+        ran.send(ctx.id().to_owned()).unwrap();
+        async move { Ok::<i64, TaskError>(args.x + args.y) }
+    });
+    registry.register::<Sleep, _, _>(|args: SleepArgs, _ctx| async move {
+        tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+        Ok::<f64, TaskError>(args.seconds)
+    });
+    registry
+}
+
+/// Sends `n` fire-and-forget `demo.add` tasks; returns their ids.
+async fn send_many(producer: &Producer, n: i64) -> Vec<String> {
+    let mut ids = Vec::new();
+    for y in 0..n {
+        let handle = producer
+            .send_with::<Add>(&AddArgs { x: 0, y }, SendOptions::ignore_result())
+            .await
+            .unwrap();
+        ids.push(handle.id().to_owned());
+    }
+    ids
+}
+
+/// Receives task ids until every one of `ids` has run.
+async fn wait_for_runs(ran: &mut mpsc::UnboundedReceiver<String>, ids: &[String]) {
+    let mut missing: HashSet<&String> = ids.iter().collect();
+    while !missing.is_empty() {
+        let id = tokio::time::timeout(GUARD, ran.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} tasks never ran", missing.len()))
+            .unwrap();
+        missing.remove(&id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sides_carry_on_after_the_broker_application_restarts() {
+    init_logging();
+    let broker = ScratchBroker::start().await.unwrap();
+    let queue = unique("restart");
+    let (ran, mut runs) = mpsc::unbounded_channel();
+    let worker = TestWorker::start_with(worker_config(&broker.url(), &queue), reporting(ran))
+        .await
+        .unwrap();
+    let producer = producer(&broker.url(), &queue, GUARD).await;
+    let before = producer.call::<Add>(&AddArgs { x: 1, y: 2 }, GUARD).await;
+    assert_eq!(before.unwrap(), 3);
+
+    broker.stop_app().await.unwrap();
+    // A send while the broker is away waits for it to come back.
+    let sending = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.send::<Add>(&AddArgs { x: 20, y: 22 }).await }
+    });
+    broker.start_app().await.unwrap();
+    let handle = sending.await.unwrap().unwrap();
+    assert_eq!(handle.wait(GUARD).await.unwrap(), 42);
+
+    let ids = send_many(&producer, 20).await;
+    wait_for_runs(&mut runs, &ids).await;
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_confirmed_task_is_lost_when_the_broker_is_killed_and_booted_again() {
+    init_logging();
+    let broker = ScratchBroker::start().await.unwrap();
+    let queue = unique("killed-broker");
+    let producer = producer(&broker.url(), &queue, GUARD).await;
+    // Confirmed while no worker runs: they must survive the crash on disk.
+    let waiting = send_many(&producer, 100).await;
+    broker.kill().await.unwrap();
+    broker.boot().await.unwrap();
+
+    let (ran, mut runs) = mpsc::unbounded_channel();
+    let worker = TestWorker::start_with(worker_config(&broker.url(), &queue), reporting(ran))
+        .await
+        .unwrap();
+    wait_for_runs(&mut runs, &waiting).await;
+    // The worker and the producer both reconnect after a second crash.
+    broker.kill().await.unwrap();
+    broker.boot().await.unwrap();
+    let after = send_many(&producer, 50).await;
+    wait_for_runs(&mut runs, &after).await;
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_while_the_broker_stays_away_fails_clearly_after_its_timeout() {
+    init_logging();
+    let broker = ScratchBroker::start().await.unwrap();
+    let queue = unique("away");
+    let producer = producer(&broker.url(), &queue, Duration::from_secs(2)).await;
+    broker.stop_app().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let err = producer
+        .send_with::<Add>(&AddArgs { x: 1, y: 1 }, SendOptions::ignore_result())
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, SendError::Unconfirmed { .. }), "{err:?}");
+    let text = format!("{:#}", anyhow::Error::from(err));
+    assert!(text.contains("not confirmed by the broker within 2s"), "{text}");
+    assert!(!text.contains("guest:guest"), "{text}");
+    assert!(waited >= Duration::from_secs(1), "gave up after {waited:?}");
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    broker.start_app().await.unwrap();
+    let ok = producer
+        .send_with::<Add>(&AddArgs { x: 1, y: 1 }, SendOptions::ignore_result())
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_in_flight_fails_promptly_when_the_broker_goes_away() {
+    init_logging();
+    let broker = ScratchBroker::start().await.unwrap();
+    let queue = unique("in-flight");
+    let (ran, _runs) = mpsc::unbounded_channel();
+    let worker = TestWorker::start_with(worker_config(&broker.url(), &queue), reporting(ran))
+        .await
+        .unwrap();
+    let producer = producer(&broker.url(), &queue, GUARD).await;
+    let handle = producer
+        .send::<Sleep>(&SleepArgs { seconds: 5.0 })
+        .await
+        .unwrap();
+    broker.stop_app().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let err = handle.wait(GUARD).await.unwrap_err();
+    assert!(matches!(err, CallError::ResultLost { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    broker.start_app().await.unwrap();
+    // The redelivered task runs again, and new calls get their results on
+    // a new reply queue.
+    let sum = producer.call::<Add>(&AddArgs { x: 2, y: 2 }, GUARD).await;
+    assert_eq!(sum.unwrap(), 4);
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_with_wrong_credentials_stops_with_an_error_that_hides_the_password() {
+    let broker = ScratchBroker::start().await.unwrap();
+    let url = broker.url().expose().replace("guest:guest", "guest:s3cret-wrong");
+    let config = worker_config(&BrokerUrl::new(url), &unique("denied"));
+    let run = Worker::new(config).run(std::future::pending());
+    let err = tokio::time::timeout(GUARD, run).await.unwrap().unwrap_err();
+    assert!(!err.can_be_recovered());
+    assert!(matches!(err, WorkerError::Connect { .. }), "{err:?}");
+    let debug = format!("{err:?}");
+    let text = format!("{:#} {debug}", anyhow::Error::from(err));
+    assert!(!text.contains("s3cret-wrong"), "{text}");
+}
