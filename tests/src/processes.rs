@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -11,27 +12,34 @@ use tokio::process::{Child, ChildStdout};
 use crate::{GUARD, broker_url};
 
 /// The path of a workspace binary (`celeriac`, `celeriac-demo-worker`),
-/// built first if `cargo test` did not build it.
+/// built (once per test process) so that it is never older than the code:
+/// `cargo test -p celeriac-tests` alone does not build other packages'
+/// binaries.
 pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .context("test binary has no target directory")?;
     let path = dir.join(name);
-    if !path.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == name) {
         let package = if name == "celeriac" {
             "celeriac-producer"
         } else {
             "celeriac-worker"
         };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", package, "--bin", name])
-            .stdout(Stdio::null())
-            .status()?;
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "-p", package, "--bin", name]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.stdout(Stdio::null()).status()?;
         if !status.success() {
             bail!("building {name} failed");
         }
+        built.push(name.to_owned());
     }
     Ok(path)
 }
@@ -50,22 +58,30 @@ impl DemoWorker {
     /// Starts `celeriac-demo-worker` with `args` (plus the test broker) and
     /// waits until it logs that it is ready.
     pub async fn start(args: &[&str]) -> anyhow::Result<Self> {
+        let mut worker = Self::spawn(args, &[])?;
+        worker.wait_for_line("worker ready").await?;
+        Ok(worker)
+    }
+
+    /// Starts `celeriac-demo-worker` with `args` and extra environment
+    /// variables (which may override the test broker's
+    /// `CELERIAC_BROKER_URL`), without waiting for it to be ready.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(workspace_binary("celeriac-demo-worker")?)
             .args(args)
             .env("CELERIAC_BROKER_URL", broker_url().expose())
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
         let stdout = child.stdout.take().context("no stdout")?;
-        let mut worker = Self {
+        Ok(Self {
             child,
             lines: BufReader::new(stdout).lines(),
             log: Vec::new(),
-        };
-        worker.wait_for_line("worker ready").await?;
-        Ok(worker)
+        })
     }
 
     /// Reads log lines until one contains `needle`; returns it.
