@@ -1,6 +1,7 @@
 //! A small set of confirm-mode channels shared by concurrent sends.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use celeriac_shared::BrokerUrl;
 use deadpool_lapin::Pool;
@@ -26,15 +27,18 @@ pub(crate) struct Channels {
     slots: Vec<Mutex<Option<Channel>>>,
     /// The next slot to use.
     next: AtomicUsize,
+    /// How long opening a channel may take.
+    open_timeout: Duration,
 }
 
 impl Channels {
-    pub(crate) fn new(pool: Pool, url: BrokerUrl, count: usize) -> Self {
+    pub(crate) fn new(pool: Pool, url: BrokerUrl, count: usize, open_timeout: Duration) -> Self {
         Self {
             pool,
             url,
             slots: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            open_timeout,
         }
     }
 
@@ -46,9 +50,10 @@ impl Channels {
             return Ok(channel.clone());
         }
         let channel = self.open().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
+        let select = channel.confirm_select(ConfirmSelectOptions::default());
+        tokio::time::timeout(self.open_timeout, select)
             .await
+            .map_err(|_| self.stalled("confirm.select"))?
             .map_err(Error::amqp("confirm.select"))?;
         *slot = Some(channel.clone());
         Ok(channel)
@@ -61,9 +66,16 @@ impl Channels {
             url: self.url.to_string(),
             source,
         })?;
-        connection
-            .create_channel()
+        tokio::time::timeout(self.open_timeout, connection.create_channel())
             .await
+            .map_err(|_| self.stalled("channel.open"))?
             .map_err(Error::amqp("channel.open"))
+    }
+
+    fn stalled(&self, operation: &'static str) -> Error {
+        Error::Stalled {
+            operation,
+            after: self.open_timeout,
+        }
     }
 }

@@ -22,9 +22,16 @@ pub struct ProducerConfig {
     pub topology: Topology,
     /// Largest message body accepted, in bytes. Defaults to 1 MiB.
     pub max_message_size: usize,
-    /// How long a send may take, connecting and confirming included.
+    /// How long a send may take, connecting and confirming included
+    /// (while the broker is away, the send is tried again until then).
     /// Defaults to 30 s.
     pub send_timeout: Duration,
+    /// How long connecting to the broker, or opening a channel on the
+    /// connection, may take before that attempt is abandoned and tried
+    /// again: a broker that accepts the connection but never answers
+    /// (booting, overloaded) must not hold a send for its whole timeout.
+    /// Defaults to 10 s.
+    pub connect_timeout: Duration,
     /// The connection name shown in RabbitMQ's management UI and
     /// `rabbitmqctl list_connections`. Defaults to `celeriac-producer`.
     pub connection_name: String,
@@ -44,6 +51,7 @@ impl Default for ProducerConfig {
             topology: Topology::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             send_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             connection_name: "celeriac-producer".into(),
             delay: DelayTopology::default(),
         }

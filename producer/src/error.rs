@@ -101,6 +101,16 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The broker accepted the connection but did not answer an operation
+    /// in time (booting, overloaded, a half-dead connection); it is tried
+    /// again.
+    #[error("the broker did not answer {operation} within {after:?}")]
+    Stalled {
+        /// What was being done.
+        operation: &'static str,
+        /// The configured limit.
+        after: Duration,
+    },
     /// The operation did not complete in time.
     #[error("{operation} timed out after {after:?}")]
     Timeout {
@@ -126,6 +136,7 @@ impl Error {
             },
             Error::Amqp { source, .. } => is_transient(source),
             Error::Codec(err) => err.is_transient(),
+            Error::Stalled { .. } => true,
             Error::Pool(_)
             | Error::Unroutable { .. }
             | Error::Nacked { .. }

@@ -59,9 +59,16 @@ impl Producer {
     /// Connects to the broker (failing fast if it does not answer) and
     /// returns a producer.
     pub async fn connect(config: ProducerConfig) -> Result<Self, Error> {
+        let mut pool = deadpool_lapin::PoolConfig::new(config.connections.max(1));
+        let limit = Some(config.connect_timeout);
+        pool.timeouts = deadpool_lapin::Timeouts {
+            wait: limit,
+            create: limit,
+            recycle: limit,
+        };
         let pool_config = deadpool_lapin::Config {
             url: Some(config.broker_url.expose().to_owned()),
-            pool: Some(deadpool_lapin::PoolConfig::new(config.connections.max(1))),
+            pool: Some(pool),
         };
         let name = config.connection_name.clone();
         let pool: Pool = pool_config
@@ -70,7 +77,12 @@ impl Producer {
                 Runtime::Tokio1,
             )
             .map_err(Error::Pool)?;
-        let channels = Channels::new(pool, config.broker_url.clone(), config.channels);
+        let channels = Channels::new(
+            pool,
+            config.broker_url.clone(),
+            config.channels,
+            config.connect_timeout,
+        );
         let inner = Inner {
             channels,
             replies: Replies::new(),

@@ -48,6 +48,11 @@ pub struct WorkerConfig {
     /// went away (or could not be reached at start). Defaults to
     /// exponential backoff with full jitter between 100 ms and 30 s.
     pub reconnect: Backoff,
+    /// How long connecting to the broker and setting up the consumers may
+    /// take before the attempt is abandoned and tried again (a broker that
+    /// accepts connections but does not answer, while it boots). Defaults
+    /// to 30 s.
+    pub connect_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -69,6 +74,7 @@ impl Default for WorkerConfig {
                 min: Duration::from_millis(100),
                 max: Duration::from_secs(30),
             },
+            connect_timeout: Duration::from_secs(30),
         }
     }
 }

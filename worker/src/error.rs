@@ -33,6 +33,13 @@ pub enum Error {
         /// The queue.
         queue: String,
     },
+    /// Connecting and setting up the consumers took longer than
+    /// [`WorkerConfig::connect_timeout`](crate::WorkerConfig::connect_timeout).
+    #[error("the broker did not finish connecting and consuming within {after:?}")]
+    Stalled {
+        /// The configured limit.
+        after: std::time::Duration,
+    },
     /// The worker was configured to consume no queue.
     #[error("no queue to consume")]
     NoQueues,
@@ -47,7 +54,7 @@ impl Error {
         match self {
             Error::Connect { source, .. } | Error::Amqp { source, .. } => is_transient(source),
             Error::Topology(err) => err.is_transient(),
-            Error::ConsumerClosed { .. } => true,
+            Error::ConsumerClosed { .. } | Error::Stalled { .. } => true,
             Error::NoQueues => false,
         }
     }

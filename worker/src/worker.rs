@@ -86,7 +86,10 @@ impl Worker {
         loop {
             let opened = tokio::select! {
                 () = &mut shutdown => break,
-                opened = Session::open(config, &self.registry, &node) => opened,
+                opened = tokio::time::timeout(
+                    config.connect_timeout,
+                    Session::open(config, &self.registry, &node),
+                ) => opened.unwrap_or(Err(Error::Stalled { after: config.connect_timeout })),
             };
             let err = match opened {
                 Ok(session) => {
