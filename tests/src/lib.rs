@@ -5,11 +5,12 @@
 //! The broker is `CELERIAC_BROKER_URL` or the local default; `scripts/test`
 //! makes sure one answers.
 
-mod dead_letters;
 pub mod certificates;
+mod dead_letters;
 pub mod ledger;
 mod processes;
 mod rabbitmqctl;
+pub mod redis_ledger;
 mod scratch_broker;
 
 pub use dead_letters::{

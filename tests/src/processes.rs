@@ -25,10 +25,10 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     if !built.iter().any(|b| b == name) {
-        let package = if name == "celeriac" {
-            "celeriac-producer"
-        } else {
-            "celeriac-worker"
+        let package = match name {
+            "celeriac" => "celeriac-producer",
+            "celeriac-demo-worker" => "celeriac-worker",
+            _ => "celeriac-tests",
         };
         let mut build = Command::new(env!("CARGO"));
         build.args(["build", "--quiet", "-p", package, "--bin", name]);
@@ -67,7 +67,14 @@ impl DemoWorker {
     /// variables (which may override the test broker's
     /// `CELERIAC_BROKER_URL`), without waiting for it to be ready.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut child = tokio::process::Command::new(workspace_binary("celeriac-demo-worker")?)
+        Self::spawn_program("celeriac-demo-worker", args, env)
+    }
+
+    /// Starts workspace binary `name`, a worker that logs like the demo
+    /// worker (its log on stdout), with `args` and extra environment
+    /// variables, without waiting for it to be ready.
+    pub fn spawn_program(name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(workspace_binary(name)?)
             .args(args)
             .env("CELERIAC_BROKER_URL", broker_url().expose())
             .envs(env.iter().copied())

@@ -1,0 +1,50 @@
+//! A worker running `ledger.count` for chaos tests: every run is counted
+//! in a Redis ledger. Broker from `CELERIAC_BROKER_URL`; logs like the
+//! demo worker but without a line per task; stops on ctrl-c or SIGTERM.
+//!
+//! ```text
+//! chaos-worker --ledger chaos-1234 --queue chaos-1234 --concurrency 32
+//! ```
+
+use anyhow::Context;
+use celeriac_tests::redis_ledger::{RedisLedger, redis_url, registry};
+use celeriac_worker::{Worker, WorkerConfig};
+use clap::Parser;
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The ledger's Redis key prefix.
+    #[arg(long)]
+    ledger: String,
+    /// The queue to consume.
+    #[arg(long)]
+    queue: String,
+    /// Tasks at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "warn,celeriac_worker::worker=info,lapin=off",
+        ))
+        .init();
+    let args = Args::parse();
+    let ledger = RedisLedger::connect(&redis_url(), &args.ledger).await?;
+    let config = WorkerConfig {
+        broker_url: celeriac_tests::broker_url(),
+        queues: vec![args.queue],
+        concurrency: args.concurrency,
+        ..WorkerConfig::default()
+    };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    Worker::with_registry(config, registry(ledger))
+        .run(shutdown)
+        .await
+        .context("worker failed")
+}
