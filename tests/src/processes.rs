@@ -50,8 +50,15 @@ impl DemoWorker {
     /// Starts `celeriac-demo-worker` with `args` (plus the test broker) and
     /// waits until it logs that it is ready.
     pub async fn start(args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// Starts it as [`DemoWorker::start`] does, with extra environment
+    /// variables (`OTEL_*`, say).
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(workspace_binary("celeriac-demo-worker")?)
             .args(args)
+            .envs(env.iter().copied())
             .env("CELERIAC_BROKER_URL", broker_url().expose())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

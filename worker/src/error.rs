@@ -34,6 +34,15 @@ pub enum Error {
     /// The worker was configured to consume no queue.
     #[error("no queue to consume")]
     NoQueues,
+    /// The metrics address could not be listened on (in use, say).
+    #[error("cannot listen for metrics on {addr}")]
+    MetricsListen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {

@@ -2,6 +2,7 @@
 //! gracefully.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +17,16 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::dispatch::Dispatcher;
+use crate::health::Health;
+use crate::metrics_server::MetricsServer;
 use crate::publisher::Publisher;
-use crate::{Error, Registry, RetryPolicy, TaskContext, TaskError, TaskOptions};
+use crate::{Error, ProducerSpan, Registry, RetryPolicy, TaskContext, TaskError, TaskOptions};
 
 /// How a [`Worker`] connects and consumes.
 #[derive(Debug, Clone)]
@@ -60,6 +64,15 @@ pub struct WorkerConfig {
     /// The shape of the shared delay topology. Defaults to quorum delay
     /// queues, as Celery's `broker_native_delayed_delivery_queue_type`.
     pub delay: DelayTopology,
+    /// Where to serve `/metrics` (Prometheus), `/healthz` and `/readyz`
+    /// while the worker runs; port 0 picks a free one (see
+    /// [`Worker::bind_metrics`]). Defaults to none: no server, and no
+    /// metrics are counted.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Whether each task's `process` span is a child of the producer's
+    /// `publish` span or starts its own trace with a link to it. Defaults
+    /// to [`ProducerSpan::Parent`].
+    pub producer_span: ProducerSpan,
 }
 
 impl Default for WorkerConfig {
@@ -77,6 +90,8 @@ impl Default for WorkerConfig {
             retry: RetryPolicy::default(),
             delivery_limit: 5,
             delay: DelayTopology::default(),
+            metrics_addr: None,
+            producer_span: ProducerSpan::default(),
         }
     }
 }
@@ -100,6 +115,8 @@ impl WorkerConfig {
 pub struct Worker {
     config: WorkerConfig,
     registry: Registry,
+    /// The metrics listener, bound early by [`Worker::bind_metrics`].
+    metrics_listener: Option<TcpListener>,
 }
 
 /// Deliveries from all consumed queues, each with its queue's name.
@@ -127,7 +144,23 @@ impl Worker {
 
     /// A worker running the handlers of `registry`.
     pub fn with_registry(config: WorkerConfig, registry: Registry) -> Self {
-        Self { config, registry }
+        Self {
+            config,
+            registry,
+            metrics_listener: None,
+        }
+    }
+
+    /// Binds [`WorkerConfig::metrics_addr`] now rather than in
+    /// [`Worker::run`], and returns the address bound (the port chosen
+    /// when it was 0), or `None` when no metrics address is configured.
+    pub async fn bind_metrics(&mut self) -> Result<Option<SocketAddr>, Error> {
+        let Some(addr) = self.config.metrics_addr else {
+            return Ok(None);
+        };
+        let (listener, bound) = MetricsServer::bind(addr).await?;
+        self.metrics_listener = Some(listener);
+        Ok(Some(bound))
     }
 
     /// Registers a handler for task `T` with its own options (see
@@ -158,17 +191,32 @@ impl Worker {
         &self.registry
     }
 
+    /// The worker's configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
     /// Consumes until `shutdown` completes, then stops taking deliveries,
     /// lets in-flight tasks finish within the grace period, and closes the
     /// connection (the broker requeues whatever is still unacknowledged).
     ///
+    /// With [`WorkerConfig::metrics_addr`] set, serves `/metrics`,
+    /// `/healthz` and `/readyz` until it returns; `/readyz` answers 200
+    /// only while the broker connection is open and every queue is
+    /// consumed.
+    ///
     /// Returns an error if the connection or a consumer is lost.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let config = &self.config;
-        if config.queues.is_empty() {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        if self.config.queues.is_empty() {
             return Err(Error::NoQueues);
         }
+        let health = Arc::new(Health::default());
+        let listener = self.metrics_listener.take();
+        let (metrics, _server) =
+            MetricsServer::serve(listener, self.config.metrics_addr, &health).await?;
+        let config = &self.config;
         let connection = self.connect().await?;
+        health.connected(connection.status().clone());
         let results = connection
             .create_channel()
             .await
@@ -178,6 +226,12 @@ impl Worker {
             .await
             .map_err(Error::amqp("confirm.select"))?;
         let (consumers, deliveries) = self.consume(&connection).await?;
+        health.consuming(
+            consumers
+                .iter()
+                .map(|c| c.channel.status().clone())
+                .collect(),
+        );
         info!(
             queues = ?config.queues, concurrency = config.concurrency, tasks = ?self.registry.names(),
             "worker ready"
@@ -190,11 +244,14 @@ impl Worker {
             retry: config.retry.clone(),
             delivery_limit: config.delivery_limit.max(1),
             node: node_name(),
+            metrics,
+            producer_span: config.producer_span,
         });
         let mut in_flight = JoinSet::new();
         let outcome = self
             .pump(deliveries, dispatcher, &mut in_flight, shutdown)
             .await;
+        health.stopped();
         for consumer in &consumers {
             let _ = consumer
                 .channel
