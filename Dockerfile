@@ -1,10 +1,11 @@
-# Builds the demo worker and the `celeriac` CLI into a small runtime image.
+# Builds the demo worker, the `celeriac` CLI and the stocks example's service
+# and worker into a small runtime image.
 # Used by compose.yaml; run `docker compose up --build`.
 
 FROM rust:1.89-bookworm AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p celeriac-worker -p celeriac-producer
+RUN cargo build --release --locked -p celeriac-worker -p celeriac-producer -p celeriac-example-stocks
 
 FROM debian:bookworm-slim
 # CA certificates for amqps:// brokers and TLS trace collectors.
@@ -13,6 +14,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /src/target/release/celeriac-demo-worker /usr/local/bin/
 COPY --from=builder /src/target/release/celeriac /usr/local/bin/
+COPY --from=builder /src/target/release/stocks-service /usr/local/bin/
+COPY --from=builder /src/target/release/stocks-worker /usr/local/bin/
 RUN useradd --system --no-create-home --shell /usr/sbin/nologin celeriac
 USER celeriac
 # The worker finishes its in-flight tasks on SIGTERM, then exits.

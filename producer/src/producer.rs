@@ -3,10 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Span;
+
 use crate::attempts::{Attempts, Next};
 use crate::channels::Channels;
 use crate::declarations::{Declarations, declare};
 use crate::replies::Replies;
+use crate::tracing_span;
 use crate::{Error, Group, ProducerConfig, TaskHandle};
 use celeriac_shared::{
     CallError, DELAY_ENTRY_EXCHANGE, DelayTopology, Destination, SendOptions, Sender, Task,
@@ -209,7 +212,25 @@ impl Producer {
     /// Publishes an encoded message to its queue's exchange (or, when its
     /// eta is in the future, through the broker-side delay topology) and
     /// waits for the broker's confirm. `queue` overrides the routing rules.
+    ///
+    /// The publish is a PRODUCER span `publish <exchange>:<routing key>`,
+    /// a child of the current span, whose trace context travels in the
+    /// message's `traceparent` (and `tracestate`, `baggage`) headers.
     pub async fn publish(&self, message: &TaskMessage, queue: Option<&str>) -> Result<(), Error> {
+        // Not entered: entering would start the OpenTelemetry span before
+        // routing names it. It is timed from here to its drop all the same.
+        let span = tracing_span::publish(message);
+        let published = self.publish_in(message, queue, &span).await;
+        tracing_span::record_result(&span, &published);
+        published
+    }
+
+    async fn publish_in(
+        &self,
+        message: &TaskMessage,
+        queue: Option<&str>,
+        span: &Span,
+    ) -> Result<(), Error> {
         let config = &self.inner.config;
         let queue = config.router.queue_for(message.task(), queue);
         let queue_def = config.topology.queue_def(queue);
@@ -236,6 +257,8 @@ impl Producer {
             None => queue_def.destination(),
         };
         let (body, properties) = message.encode(now)?;
+        tracing_span::record_destination(span, &destination);
+        let properties = tracing_span::inject(span, properties);
         if body.len() > config.max_message_size {
             return Err(celeriac_shared::Error::Oversize {
                 size: body.len(),

@@ -10,6 +10,9 @@
 //! - [`Config`]: routing and topology loaded from a TOML file.
 //! - [`Sender`]: the sending interface shared by the AMQP producer and the
 //!   worker's eager runner.
+//! - [`trace_context`]: W3C `traceparent`, `tracestate` and `baggage` in
+//!   task message headers, as opentelemetry-instrumentation-celery carries
+//!   them.
 //!
 //! This crate opens no sockets, spawns nothing and reads no environment.
 //! [`Topology::declare`] issues declarations on a channel that the caller
@@ -33,6 +36,7 @@ mod task;
 mod task_headers;
 mod time_limit;
 mod topology;
+pub mod trace_context;
 
 pub use arguments::{decode_arguments, encode_arguments};
 pub use broker_error::{is_not_found, is_transient};
@@ -59,3 +63,8 @@ pub use topology::{Destination, ExchangeDef, ExchangeType, QueueDef, QueueType, 
 
 /// The default queue, exchange and routing key name, as in Celery.
 pub const DEFAULT_QUEUE: &str = "celery";
+
+/// The `tracing` target of celeriac's messaging spans (`publish …`,
+/// `process …`), so a subscriber can route them to a trace exporter and
+/// keep them out of log lines.
+pub const MESSAGING_SPAN_TARGET: &str = "celeriac::messaging";

@@ -8,6 +8,7 @@
 pub mod certificates;
 mod dead_letters;
 pub mod ledger;
+mod otlp_receiver;
 mod processes;
 mod rabbitmqctl;
 pub mod redis_ledger;
@@ -16,6 +17,9 @@ mod scratch_broker;
 pub use dead_letters::{
     celeriac, declare_with_dead_letters, drain_task_ids, publish_dead_letters, rejected,
 };
+pub mod spans;
+
+pub use otlp_receiver::{OtlpReceiver, ReceivedSpan};
 pub use processes::{DemoWorker, workspace_binary};
 pub use rabbitmqctl::{Vhost, close_connections_named};
 pub use scratch_broker::{ScratchBroker, TlsFiles};
@@ -219,10 +223,26 @@ impl TestWorker {
 
     /// Starts a worker with a full configuration.
     pub async fn start_with(config: WorkerConfig, registry: Registry) -> anyhow::Result<Self> {
+        Self::start_worker(Worker::with_registry(config, registry)).await
+    }
+
+    /// Starts a worker serving metrics and health on a free port of
+    /// 127.0.0.1, and returns it with the base URL of its endpoints.
+    pub async fn start_serving_metrics(
+        mut config: WorkerConfig,
+        registry: Registry,
+    ) -> anyhow::Result<(Self, String)> {
+        config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut worker = Worker::with_registry(config, registry);
+        let addr = worker.bind_metrics().await?.context("no metrics address")?;
+        Ok((Self::start_worker(worker).await?, format!("http://{addr}")))
+    }
+
+    async fn start_worker(worker: Worker) -> anyhow::Result<Self> {
+        let config = worker.config();
         let queues = config.queues.clone();
         let url = config.broker_url.clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let worker = Worker::with_registry(config, registry);
         let task = tokio::spawn(worker.run(async {
             let _ = stopped.await;
         }));
@@ -307,6 +327,15 @@ pub fn celery_python() -> anyhow::Result<PathBuf> {
         .last()
         .context("celery-venv printed nothing")?;
     Ok(PathBuf::from(python.trim()))
+}
+
+/// GETs `url` and returns the status code and body.
+pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    let response = reqwest::get(url)
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
 }
 
 /// The folder of the Python helper scripts used by interop tests.

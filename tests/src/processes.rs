@@ -63,6 +63,14 @@ impl DemoWorker {
         Ok(worker)
     }
 
+    /// Starts it as [`DemoWorker::start`] does, with extra environment
+    /// variables (`OTEL_*`, say).
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut worker = Self::spawn(args, env)?;
+        worker.wait_for_line("worker ready").await?;
+        Ok(worker)
+    }
+
     /// Starts `celeriac-demo-worker` with `args` and extra environment
     /// variables (which may override the test broker's
     /// `CELERIAC_BROKER_URL`), without waiting for it to be ready.
@@ -76,6 +84,7 @@ impl DemoWorker {
     pub fn spawn_program(name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(workspace_binary(name)?)
             .args(args)
+            .envs(env.iter().copied())
             .env("CELERIAC_BROKER_URL", broker_url().expose())
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")

@@ -1,5 +1,7 @@
 //! Checks that `compose.yaml` and the `Dockerfile` describe the stack the
-//! README promises: RabbitMQ, Jaeger, and one demo worker per queue.
+//! README promises: RabbitMQ with its management UI, Jaeger receiving
+//! OTLP, one worker per queue (metrics and health on), and the stocks
+//! example's web service, all sending traces to Jaeger.
 //!
 //! No Docker engine is needed: the files are parsed, not run.
 //!
@@ -13,7 +15,9 @@ const DOCKERFILE: &str = include_str!("../../Dockerfile");
 
 /// The parsed `services:` map of `compose.yaml`.
 fn services() -> Value {
-    let compose: Value = serde_yaml::from_str(COMPOSE).unwrap();
+    let mut compose: Value = serde_yaml::from_str(COMPOSE).unwrap();
+    // `<<: *otel` merges the shared OTLP settings, as Compose does.
+    compose.apply_merge().unwrap();
     compose["services"].clone()
 }
 
@@ -60,65 +64,152 @@ fn url_host(url: &str) -> &str {
     host_port.split(':').next().unwrap()
 }
 
+/// A service's published ports, as `host:container` strings.
+fn ports(service: &Value) -> Vec<String> {
+    service["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|port| port.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every worker service with the binary it runs and the queue it consumes.
+const WORKERS: [(&str, &str, &str); 3] = [
+    ("worker-celery", "celeriac-demo-worker", "celery"),
+    ("worker-reports", "celeriac-demo-worker", "reports"),
+    ("worker-stocks", "stocks-worker", "stocks"),
+];
+
 #[test]
-fn compose_defines_broker_tracing_and_both_workers() {
-    for name in ["rabbitmq", "jaeger", "worker-celery", "worker-reports"] {
+fn compose_defines_broker_tracing_workers_and_the_stocks_service() {
+    for name in ["rabbitmq", "jaeger", "stocks"] {
+        service(name);
+    }
+    for (name, _, _) in WORKERS {
         service(name);
     }
 }
 
 #[test]
+fn jaeger_receives_otlp_and_publishes_its_ui() {
+    let jaeger = service("jaeger");
+    assert!(
+        jaeger["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("jaegertracing/all-in-one"),
+        "{jaeger:?}"
+    );
+    let ports = ports(&jaeger);
+    for port in ["16686:16686", "4318:4318"] {
+        assert!(ports.iter().any(|p| p == port), "{port} not in {ports:?}");
+    }
+    assert_eq!(
+        env_var(&jaeger, "COLLECTOR_OTLP_ENABLED").as_deref(),
+        Some("true")
+    );
+}
+
+#[test]
+fn every_celeriac_service_sends_traces_to_jaeger_over_otlp_http() {
+    for name in ["worker-celery", "worker-reports", "worker-stocks", "stocks"] {
+        let service = service(name);
+        let endpoint = env_var(&service, "OTEL_EXPORTER_OTLP_ENDPOINT").unwrap();
+        assert_eq!(
+            endpoint, "http://jaeger:4318",
+            "{name}: OTLP/HTTP to Jaeger"
+        );
+        let service_name = env_var(&service, "OTEL_SERVICE_NAME").unwrap();
+        assert!(!service_name.is_empty(), "{name} names itself");
+    }
+}
+
+#[test]
+fn each_worker_serves_metrics_and_health_on_a_published_port() {
+    let mut host_ports = Vec::new();
+    for (name, _, _) in WORKERS {
+        let worker = service(name);
+        let addr = env_var(&worker, "CELERIAC_METRICS_ADDR").unwrap();
+        assert_eq!(addr, "0.0.0.0:9090", "{name} metrics address");
+        let published = ports(&worker);
+        let port = published.iter().find(|p| p.ends_with(":9090")).unwrap();
+        host_ports.push(port.split(':').next().unwrap().to_owned());
+    }
+    host_ports.sort();
+    host_ports.dedup();
+    assert_eq!(host_ports.len(), WORKERS.len(), "one host port per worker");
+}
+
+#[test]
+fn the_stocks_service_listens_on_8080_and_sends_to_the_stocks_queue() {
+    let stocks = service("stocks");
+    assert_eq!(stocks["build"].as_str(), Some("."));
+    assert!(ports(&stocks).iter().any(|p| p == "8080:8080"));
+    let words = command_words(&stocks);
+    assert_eq!(words.first().map(String::as_str), Some("stocks-service"));
+    let listen = words.iter().position(|word| word == "--listen").unwrap();
+    assert_eq!(words[listen + 1], "0.0.0.0:8080");
+    let queue = words.iter().position(|word| word == "--queue").unwrap();
+    assert_eq!(
+        words[queue + 1],
+        "stocks",
+        "the queue worker-stocks consumes"
+    );
+    let broker = env_var(&stocks, "CELERIAC_BROKER_URL").unwrap();
+    assert_eq!(url_host(&broker), "rabbitmq");
+}
+
+#[test]
 fn rabbitmq_publishes_amqp_and_management_ports() {
-    let ports: Vec<String> = service("rabbitmq")["ports"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|port| port.as_str().unwrap().to_owned())
-        .collect();
+    let rabbitmq = service("rabbitmq");
+    assert!(rabbitmq["image"].as_str().unwrap().contains("management"));
+    let ports = ports(&rabbitmq);
     for port in ["5672:5672", "15672:15672"] {
         assert!(ports.iter().any(|p| p == port), "{port} not in {ports:?}");
     }
 }
 
 #[test]
-fn each_worker_builds_the_demo_worker_for_its_own_queue() {
-    for (name, queue) in [("worker-celery", "celery"), ("worker-reports", "reports")] {
+fn each_worker_builds_from_the_dockerfile_for_its_own_queue() {
+    for (name, binary, queue) in WORKERS {
         let worker = service(name);
         assert_eq!(worker["build"].as_str(), Some("."), "{name} build");
         let words = command_words(&worker);
-        assert_eq!(
-            words.first().map(String::as_str),
-            Some("celeriac-demo-worker")
-        );
+        assert_eq!(words.first().map(String::as_str), Some(binary));
         let queues = words.iter().position(|word| word == "--queues").unwrap();
         assert_eq!(words[queues + 1], queue, "{name} consumes the wrong queue");
     }
 }
 
 #[test]
-fn each_worker_reaches_the_broker_and_the_trace_collector() {
-    for name in ["worker-celery", "worker-reports"] {
+fn each_worker_reaches_the_broker() {
+    for (name, _, _) in WORKERS {
         let worker = service(name);
         let broker = env_var(&worker, "CELERIAC_BROKER_URL").unwrap();
         assert_eq!(url_host(&broker), "rabbitmq", "{name} broker URL {broker}");
-        let collector = env_var(&worker, "OTEL_EXPORTER_OTLP_ENDPOINT").unwrap();
-        assert!(
-            collector.contains("jaeger"),
-            "{name} OTLP endpoint {collector}"
-        );
     }
 }
 
 #[test]
-fn dockerfile_builds_the_worker_and_the_cli() {
+fn dockerfile_builds_the_workers_the_cli_and_the_stocks_service() {
     let build = DOCKERFILE
         .lines()
         .find(|line| line.contains("cargo build"))
         .unwrap();
-    for package in ["celeriac-worker", "celeriac-producer"] {
+    for package in [
+        "celeriac-worker",
+        "celeriac-producer",
+        "celeriac-example-stocks",
+    ] {
         assert!(build.contains(&format!("-p {package}")), "{build}");
     }
-    for binary in ["celeriac-demo-worker", "celeriac"] {
+    for binary in [
+        "celeriac-demo-worker",
+        "celeriac",
+        "stocks-service",
+        "stocks-worker",
+    ] {
         let copied = format!("/src/target/release/{binary} /usr/local/bin/");
         assert!(
             DOCKERFILE.contains(&copied),

@@ -1,12 +1,13 @@
 //! How a worker connects, consumes and settles.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use celeriac_shared::{
     BrokerUrl, Config, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_QUEUE, DelayTopology, Topology,
 };
 
-use crate::{Backoff, RetryPolicy};
+use crate::{Backoff, ProducerSpan, RetryPolicy};
 
 /// How a [`Worker`](crate::Worker) connects and consumes.
 #[derive(Debug, Clone)]
@@ -53,6 +54,15 @@ pub struct WorkerConfig {
     /// accepts connections but does not answer, while it boots). Defaults
     /// to 30 s.
     pub connect_timeout: Duration,
+    /// Where to serve `/metrics` (Prometheus), `/healthz` and `/readyz`
+    /// while the worker runs; port 0 picks a free one (see
+    /// [`Worker::bind_metrics`](crate::Worker::bind_metrics)). Defaults to
+    /// none: no server, and no metrics are counted.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Whether each task's `process` span is a child of the producer's
+    /// `publish` span or starts its own trace with a link to it. Defaults
+    /// to [`ProducerSpan::Parent`].
+    pub producer_span: ProducerSpan,
 }
 
 impl Default for WorkerConfig {
@@ -75,6 +85,8 @@ impl Default for WorkerConfig {
                 max: Duration::from_secs(30),
             },
             connect_timeout: Duration::from_secs(30),
+            metrics_addr: None,
+            producer_span: ProducerSpan::default(),
         }
     }
 }

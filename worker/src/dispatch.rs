@@ -4,18 +4,20 @@
 //! acknowledged; if a copy or result cannot be confirmed, the original is
 //! requeued instead.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use celeriac_shared::{DeadLetter, ResultMessage, TaskMessage, delay_until, strip_delay_prefix};
 use chrono::Utc;
 use lapin::message::Delivery;
 use lapin::types::AMQPValue;
-use tracing::{error, info, warn};
+use tracing::{Instrument, Span, error, info, warn};
 
 use crate::acks::{Acks, Settlement};
 use crate::disposition::{Disposition, Outcome, disposition};
+use crate::metrics::{Metrics, UNKNOWN_TASK};
 use crate::publisher::{DELIVERIES_HEADER, Publisher, QUORUM_DELIVERIES_HEADER};
-use crate::{Registry, RetryPolicy};
+use crate::{ProducerSpan, Registry, RetryPolicy, spans};
 
 /// Everything needed to handle deliveries, shared by all in-flight tasks.
 pub(crate) struct Dispatcher {
@@ -33,6 +35,11 @@ pub(crate) struct Dispatcher {
     pub(crate) delivery_limit: u32,
     /// This worker's name, written into dead letters.
     pub(crate) node: String,
+    /// Counts tasks when the worker serves metrics.
+    pub(crate) metrics: Option<Arc<Metrics>>,
+    /// Whether a task's process span is a child of, or linked to, the
+    /// producer's publish span.
+    pub(crate) producer_span: ProducerSpan,
 }
 
 /// Where a delivery came from: its queue, and the ack task of the channel
@@ -55,8 +62,17 @@ enum Precheck {
 }
 
 impl Dispatcher {
-    /// Handles one delivery from `source` to the end.
+    /// Handles one delivery from `source` to the end, in a `process` span
+    /// that continues the producer's trace (the handler's own spans nest
+    /// in it).
     pub(crate) async fn dispatch(&self, source: &Source, delivery: Delivery) {
+        let span = spans::process(&source.queue, &delivery, self.producer_span);
+        let _in_flight = self.metrics.as_deref().map(Metrics::in_flight);
+        self.handle(source, delivery).instrument(span).await;
+    }
+
+    async fn handle(&self, source: &Source, delivery: Delivery) {
+        let queue = source.queue.as_str();
         let started = Instant::now();
         let mut message = match TaskMessage::decode(
             &delivery.properties,
@@ -65,6 +81,7 @@ impl Dispatcher {
         ) {
             Ok(message) => message,
             Err(err) => {
+                self.count_received(None, queue);
                 let outcome = Outcome::Undecodable(err);
                 self.finish(source, &delivery, None, outcome, started).await;
                 return;
@@ -74,6 +91,7 @@ impl Dispatcher {
             task_id = %message.id(), task = %message.task(), retries = message.headers.retries,
             "Task {}[{}] received", message.task(), message.id()
         );
+        self.count_received(Some(message.task()), queue);
         let outcome = match self.precheck(source, &delivery, &message).await {
             Precheck::Run(redelivered) => {
                 self.send_started(&message).await;
@@ -112,7 +130,7 @@ impl Dispatcher {
                 .publisher
                 .delay(delivery, queue, Duration::from_secs(seconds), &[])
                 .await;
-            info!(task_id = %message.id(), seconds, "Task {}[{}] postponed to its eta", message.task(), message.id());
+            info!(task_id = %message.id(), task = %message.task(), seconds, "Task {}[{}] postponed to its eta", message.task(), message.id());
             settle(&source.acks, delivery, copied);
             return Precheck::Settled;
         }
@@ -169,6 +187,7 @@ impl Dispatcher {
             disposition,
             started.elapsed().as_secs_f64(),
         );
+        self.observe(queue, task, &outcome, disposition, started);
         let mut settled = match disposition {
             Disposition::Ack => Ok(()),
             Disposition::Retry { delay } => {
@@ -221,6 +240,37 @@ impl Dispatcher {
         }
     }
 
+    /// Counts a received message by task (registered names only, so that
+    /// arbitrary names in messages do not create metric series).
+    fn count_received(&self, task: Option<&str>, queue: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.received(self.metric_task(task.unwrap_or_default()), queue);
+        }
+    }
+
+    /// Records the outcome on the process span and in the metrics.
+    fn observe(
+        &self,
+        queue: &str,
+        task: &str,
+        outcome: &Outcome,
+        disposition: Disposition,
+        started: Instant,
+    ) {
+        spans::record_outcome(&Span::current(), outcome, task, disposition);
+        if let Some(metrics) = &self.metrics {
+            let task = self.metric_task(task);
+            metrics.finished(task, queue, outcome, disposition, started.elapsed());
+        }
+    }
+
+    fn metric_task<'a>(&self, task: &'a str) -> &'a str {
+        match self.registry.contains(task) {
+            true => task,
+            false => UNKNOWN_TASK,
+        }
+    }
+
     async fn send_started(&self, message: &TaskMessage) {
         let Some(reply_to) = message
             .reply_to
@@ -231,7 +281,7 @@ impl Dispatcher {
         };
         let started = ResultMessage::started(message.id());
         if let Err(err) = self.publisher.reply(reply_to, &started).await {
-            warn!(task_id = %message.id(), error = %err, "could not send STARTED");
+            warn!(task_id = %message.id(), task = %message.task(), error = %err, "could not send STARTED");
         }
     }
 }

@@ -43,6 +43,15 @@ pub enum Error {
     /// The worker was configured to consume no queue.
     #[error("no queue to consume")]
     NoQueues,
+    /// The metrics address could not be listened on (in use, say).
+    #[error("cannot listen for metrics on {addr}")]
+    MetricsListen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -55,7 +64,7 @@ impl Error {
             Error::Connect { source, .. } | Error::Amqp { source, .. } => is_transient(source),
             Error::Topology(err) => err.is_transient(),
             Error::ConsumerClosed { .. } | Error::Stalled { .. } => true,
-            Error::NoQueues => false,
+            Error::NoQueues | Error::MetricsListen { .. } => false,
         }
     }
 

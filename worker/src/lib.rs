@@ -27,6 +27,13 @@
 //! # }
 //! ```
 //!
+//! Each delivery is handled in a `process <exchange>:<routing key>` span
+//! that continues the producer's trace from the message's `traceparent`
+//! header (as a child, or a link: [`ProducerSpan`]); the handler's own
+//! `tracing` spans nest in it, and failures are recorded on it. With
+//! [`WorkerConfig::metrics_addr`] set, the worker serves Prometheus
+//! metrics, `/healthz` and `/readyz`.
+//!
 //! The [`EagerSender`] runs the same handlers in-process, for unit tests of
 //! application code and for debugging a failing task synchronously.
 
@@ -38,10 +45,14 @@ mod dispatch;
 mod disposition;
 mod eager;
 mod error;
+mod health;
+mod metrics;
+mod metrics_server;
 mod publisher;
 mod registry;
 mod retry;
 mod session;
+mod spans;
 mod task_error;
 mod worker;
 
@@ -51,5 +62,6 @@ pub use eager::EagerSender;
 pub use error::Error;
 pub use registry::{Registry, TaskOptions};
 pub use retry::{Backoff, RetryPolicy};
+pub use spans::ProducerSpan;
 pub use task_error::TaskError;
 pub use worker::Worker;

@@ -14,6 +14,9 @@ use lapin::message::Delivery;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
+use tracing::{Instrument, Span};
+
+use crate::spans;
 
 /// The header counting deliveries of a message on classic queues (quorum
 /// queues count in `x-delivery-count` themselves).
@@ -31,9 +34,28 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
+    /// Publishes and waits for the broker's confirm, in `span` (a
+    /// `publish` span, marked failed if the broker does not confirm).
+    async fn publish(
+        &self,
+        span: Span,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), String> {
+        let sent = self
+            .publish_confirmed(exchange, routing_key, body, properties, mandatory)
+            .instrument(span.clone())
+            .await;
+        spans::record_publish(&span, &sent);
+        sent
+    }
+
     /// Publishes and waits for the broker's confirm. With `mandatory`, an
     /// unroutable message is an error.
-    async fn publish(
+    async fn publish_confirmed(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -67,7 +89,9 @@ impl Publisher {
     /// caller is gone) counts as sent: nobody can receive it.
     pub(crate) async fn reply(&self, reply_to: &str, result: &ResultMessage) -> Result<(), String> {
         let (body, properties) = result.encode().map_err(|e| e.to_string())?;
-        self.publish("", reply_to, &body, properties, false).await
+        let span = spans::publish_result(reply_to, &result.task_id, result.status);
+        self.publish(span, "", reply_to, &body, properties, false)
+            .await
     }
 
     /// Sends a copy of `delivery` through the delay topology, to arrive in
@@ -80,6 +104,20 @@ impl Publisher {
         delay: Duration,
         changes: &[(&str, AMQPValue)],
     ) -> Result<(), String> {
+        self.delay_copy(delivery, queue, delay, changes, false)
+            .await
+    }
+
+    /// As [`Publisher::delay`]; with `continue_trace`, the copy's trace
+    /// headers name this publish as the parent of the next attempt.
+    async fn delay_copy(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        delay: Duration,
+        changes: &[(&str, AMQPValue)],
+        continue_trace: bool,
+    ) -> Result<(), String> {
         let mut headers = FieldTable::default();
         let original = delivery.properties.headers().clone().unwrap_or_default();
         for (key, value) in original.inner() {
@@ -90,16 +128,21 @@ impl Publisher {
         for (key, value) in changes {
             headers.insert((*key).into(), value.clone());
         }
-        let properties = without_expiration(&delivery.properties).with_headers(headers);
         let seconds = delay.min(MAX_DELAY).as_millis().div_ceil(1000);
         let seconds = u64::try_from(seconds).unwrap_or(u64::MAX);
-        if seconds == 0 {
-            return self
-                .publish("", queue, &delivery.data, properties, true)
-                .await;
+        let (exchange, key) = match seconds {
+            0 => ("", queue.to_owned()),
+            _ => (
+                DELAY_ENTRY_EXCHANGE,
+                DelayTopology::routing_key(seconds, queue).map_err(|e| e.to_string())?,
+            ),
+        };
+        let span = spans::publish(exchange, &key, task_id(delivery));
+        if continue_trace {
+            spans::inject(&span, &mut headers);
         }
-        let key = DelayTopology::routing_key(seconds, queue).map_err(|e| e.to_string())?;
-        self.publish(DELAY_ENTRY_EXCHANGE, &key, &delivery.data, properties, true)
+        let properties = without_expiration(&delivery.properties).with_headers(headers);
+        self.publish(span, exchange, &key, &delivery.data, properties, true)
             .await
     }
 
@@ -121,7 +164,8 @@ impl Publisher {
                 AMQPValue::LongString(LongString::from(eta.as_bytes())),
             ),
         ];
-        self.delay(delivery, queue, delay, &changes).await
+        self.delay_copy(delivery, queue, delay, &changes, true)
+            .await
     }
 
     /// Sends the original message, byte for byte, with the dead letter's
@@ -137,8 +181,16 @@ impl Publisher {
         let properties = letter.annotate(&without_expiration(&delivery.properties));
         let exchange = DeadLetterTopology::EXCHANGE;
         let queue = &letter.original_queue;
+        let span = || spans::publish(exchange, queue, task_id(delivery));
         let sent = self
-            .publish(exchange, queue, &delivery.data, properties.clone(), true)
+            .publish(
+                span(),
+                exchange,
+                queue,
+                &delivery.data,
+                properties.clone(),
+                true,
+            )
             .await;
         if sent.is_ok() {
             return sent;
@@ -147,7 +199,7 @@ impl Publisher {
         DeadLetterTopology::declare_with(&self.channel, queue, &retention)
             .await
             .map_err(|e| e.to_string())?;
-        self.publish(exchange, queue, &delivery.data, properties, true)
+        self.publish(span(), exchange, queue, &delivery.data, properties, true)
             .await
     }
 
@@ -166,9 +218,19 @@ impl Publisher {
             AMQPValue::LongLongInt(i64::from(count)),
         );
         let properties = delivery.properties.clone().with_headers(headers);
-        self.publish("", queue, &delivery.data, properties, true)
+        let span = spans::publish("", queue, task_id(delivery));
+        self.publish(span, "", queue, &delivery.data, properties, true)
             .await
     }
+}
+
+/// The task id of a delivery, from its `correlation_id`.
+fn task_id(delivery: &Delivery) -> Option<&str> {
+    delivery
+        .properties
+        .correlation_id()
+        .as_ref()
+        .map(|id| id.as_str())
 }
 
 /// The properties without `expiration`: a per-message TTL would expire a

@@ -19,8 +19,22 @@ use tracing::{info, warn};
 
 use crate::acks::{AckTask, Acks};
 use crate::dispatch::{Dispatcher, Source};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::{Error, Registry, WorkerConfig};
+
+/// What every session of a worker shares.
+pub(crate) struct Shared<'a> {
+    /// The task handlers.
+    pub(crate) registry: &'a Registry,
+    /// This worker's name, written into dead letters.
+    pub(crate) node: String,
+    /// What `/readyz` reports: each session points it at its connection.
+    pub(crate) health: &'a Arc<Health>,
+    /// Counts tasks when the worker serves metrics.
+    pub(crate) metrics: &'a Option<Arc<Metrics>>,
+}
 
 /// Deliveries from all consumed queues, each with where it came from;
 /// `None` when that queue's consumer ended (the broker cancelled it or the
@@ -65,19 +79,20 @@ impl Session {
     /// Connects, declares the delay topology and each queue with its
     /// dead-letter queue and delayed-delivery binding, and starts one
     /// consumer per queue on its own channel with per-consumer prefetch.
-    pub(crate) async fn open(
-        config: &WorkerConfig,
-        registry: &Registry,
-        node: &str,
-    ) -> Result<Self, Error> {
+    pub(crate) async fn open(config: &WorkerConfig, shared: &Shared<'_>) -> Result<Self, Error> {
         let connection = connect(config).await?;
-        match start(&connection, config, registry, node).await {
-            Ok((consumers, deliveries, dispatcher)) => Ok(Self {
-                connection,
-                consumers,
-                deliveries,
-                dispatcher,
-            }),
+        shared.health.connected(connection.status().clone());
+        match start(&connection, config, shared).await {
+            Ok((consumers, deliveries, dispatcher)) => {
+                let channels = consumers.iter().map(|c| c.channel.status().clone());
+                shared.health.consuming(channels.collect());
+                Ok(Self {
+                    connection,
+                    consumers,
+                    deliveries,
+                    dispatcher,
+                })
+            }
             Err(err) => {
                 let _ = connection.close(200, "worker setup failed".into()).await;
                 Err(err)
@@ -90,6 +105,7 @@ impl Session {
     pub(crate) async fn run(
         self,
         config: &WorkerConfig,
+        shared: &Shared<'_>,
         slots: &Arc<Semaphore>,
         shutdown: Pin<&mut impl Future<Output = ()>>,
     ) -> Ended {
@@ -108,6 +124,7 @@ impl Session {
             shutdown,
         )
         .await;
+        shared.health.stopped();
         drop(deliveries);
         let ended = match lost {
             None => {
@@ -156,8 +173,7 @@ async fn close(connection: Connection, consumers: Vec<QueueConsumer>) {
 async fn start(
     connection: &Connection,
     config: &WorkerConfig,
-    registry: &Registry,
-    node: &str,
+    shared: &Shared<'_>,
 ) -> Result<(Vec<QueueConsumer>, Deliveries, Arc<Dispatcher>), Error> {
     let results = connection
         .create_channel()
@@ -170,7 +186,7 @@ async fn start(
     declare(config, connection).await?;
     let (consumers, deliveries) = consume(config, connection).await?;
     let dispatcher = Arc::new(Dispatcher {
-        registry: registry.clone(),
+        registry: shared.registry.clone(),
         publisher: Publisher {
             channel: results,
             topology: config.topology.clone(),
@@ -179,7 +195,9 @@ async fn start(
         track_started: config.track_started,
         retry: config.retry.clone(),
         delivery_limit: config.delivery_limit.max(1),
-        node: node.to_owned(),
+        node: shared.node.clone(),
+        metrics: shared.metrics.clone(),
+        producer_span: config.producer_span,
     });
     Ok((consumers, deliveries, dispatcher))
 }

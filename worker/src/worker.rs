@@ -2,13 +2,17 @@
 //! whenever the broker goes away.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use celeriac_shared::Task;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::session::{Ended, Session};
+use crate::health::Health;
+use crate::metrics_server::MetricsServer;
+use crate::session::{Ended, Session, Shared};
 use crate::{Error, Registry, TaskContext, TaskError, TaskOptions, WorkerConfig};
 
 /// Runs registered task handlers for messages from its queues.
@@ -16,6 +20,8 @@ use crate::{Error, Registry, TaskContext, TaskError, TaskOptions, WorkerConfig};
 pub struct Worker {
     config: WorkerConfig,
     registry: Registry,
+    /// The metrics listener, bound early by [`Worker::bind_metrics`].
+    metrics_listener: Option<TcpListener>,
 }
 
 /// `celeriac-worker-<pid>@<host>`, the name written into dead letters.
@@ -32,7 +38,23 @@ impl Worker {
 
     /// A worker running the handlers of `registry`.
     pub fn with_registry(config: WorkerConfig, registry: Registry) -> Self {
-        Self { config, registry }
+        Self {
+            config,
+            registry,
+            metrics_listener: None,
+        }
+    }
+
+    /// Binds [`WorkerConfig::metrics_addr`] now rather than in
+    /// [`Worker::run`], and returns the address bound (the port chosen
+    /// when it was 0), or `None` when no metrics address is configured.
+    pub async fn bind_metrics(&mut self) -> Result<Option<SocketAddr>, Error> {
+        let Some(addr) = self.config.metrics_addr else {
+            return Ok(None);
+        };
+        let (listener, bound) = MetricsServer::bind(addr).await?;
+        self.metrics_listener = Some(listener);
+        Ok(Some(bound))
     }
 
     /// Registers a handler for task `T` with its own options (see
@@ -63,6 +85,11 @@ impl Worker {
         &self.registry
     }
 
+    /// The worker's configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
     /// Consumes until `shutdown` completes, then stops taking deliveries,
     /// lets in-flight tasks finish within the grace period, and closes the
     /// connection (the broker requeues whatever is still unacknowledged).
@@ -74,21 +101,35 @@ impl Worker {
     /// takes. It returns an error only for what waiting cannot mend (see
     /// [`Error::can_be_recovered`]): wrong credentials, a missing vhost, a
     /// queue declared with other arguments, an untrusted certificate.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let config = &self.config;
-        if config.queues.is_empty() {
+    ///
+    /// With [`WorkerConfig::metrics_addr`] set, serves `/metrics`,
+    /// `/healthz` and `/readyz` until it returns; `/readyz` answers 200
+    /// only while the broker connection is open and every queue is
+    /// consumed.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        if self.config.queues.is_empty() {
             return Err(Error::NoQueues);
         }
+        let health = Arc::new(Health::default());
+        let listener = self.metrics_listener.take();
+        let (metrics, _server) =
+            MetricsServer::serve(listener, self.config.metrics_addr, &health).await?;
+        let config = &self.config;
         let mut shutdown = std::pin::pin!(shutdown);
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-        let node = node_name();
+        let shared = Shared {
+            registry: &self.registry,
+            node: node_name(),
+            health: &health,
+            metrics: &metrics,
+        };
         let mut failures = 0;
         loop {
             let opened = tokio::select! {
                 () = &mut shutdown => break,
                 opened = tokio::time::timeout(
                     config.connect_timeout,
-                    Session::open(config, &self.registry, &node),
+                    Session::open(config, &shared),
                 ) => opened.unwrap_or(Err(Error::Stalled { after: config.connect_timeout })),
             };
             let err = match opened {
@@ -101,7 +142,10 @@ impl Worker {
                         queues = ?config.queues, concurrency = config.concurrency,
                         tasks = ?self.registry.names(), "worker ready"
                     );
-                    match session.run(config, &slots, shutdown.as_mut()).await {
+                    match session
+                        .run(config, &shared, &slots, shutdown.as_mut())
+                        .await
+                    {
                         Ended::Shutdown => break,
                         Ended::Lost(err) => err,
                     }

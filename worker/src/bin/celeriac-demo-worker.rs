@@ -1,15 +1,21 @@
-//! The demo worker: runs `demo.add`, `demo.sum_range`, `demo.sleep` and
-//! `demo.fail` from the given queues until SIGTERM or ctrl-c.
+//! The demo worker: runs `demo.add`, `demo.sum_range`, `demo.sleep`,
+//! `demo.fail` and `demo.flaky` from the given queues until SIGTERM or
+//! ctrl-c.
 //!
 //! ```text
-//! celeriac-demo-worker --queues celery,reports --concurrency 16
+//! celeriac-demo-worker --queues celery,reports --concurrency 16 --metrics-addr 0.0.0.0:9090
 //! ```
+//!
+//! Spans are exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+//! set (see `celeriac-telemetry`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use celeriac_shared::{BrokerUrl, Config};
+use celeriac_telemetry::{LogFormat, Logs, Telemetry};
 use celeriac_worker::{Worker, WorkerConfig, demo};
 use clap::Parser;
 
@@ -33,12 +39,20 @@ struct Args {
     /// How long in-flight tasks get to finish on shutdown, e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     grace_period: Duration,
+    /// Serve /metrics, /healthz and /readyz on this address, e.g.
+    /// `0.0.0.0:9090`. Off when unset.
+    #[arg(long, env = "CELERIAC_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Log lines as `human` text or `json`, one object per line.
+    #[arg(long, env = "CELERIAC_LOG_FORMAT", default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
     let args = Args::parse();
+    let logs = Logs::stdout(args.log_format, "RUST_LOG", "info,lapin=warn");
+    let telemetry = Telemetry::init("celeriac-demo-worker", logs)?;
     let file = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -49,10 +63,15 @@ async fn main() -> anyhow::Result<()> {
     }
     config.concurrency = args.concurrency;
     config.grace_period = args.grace_period;
-    Worker::with_registry(config, demo::registry())
+    config.metrics_addr = args.metrics_addr;
+    let outcome = Worker::with_registry(config, demo::registry())
         .run(shutdown_signal())
         .await
-        .context("worker failed")
+        .context("worker failed");
+    if let Err(err) = telemetry.shutdown() {
+        tracing::warn!(error = %err, "spans may be lost");
+    }
+    outcome
 }
 
 /// Completes on SIGTERM or ctrl-c.
@@ -76,10 +95,4 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested");
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
 }

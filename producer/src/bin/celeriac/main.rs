@@ -11,6 +11,9 @@
 //! celeriac dlq replay --all --queue celery
 //! celeriac retries
 //! ```
+//!
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each send is exported as a
+//! `publish` span, flushed before the command exits.
 
 mod commands;
 mod dlq;
@@ -21,6 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use celeriac_telemetry::{LogFormat, Logs, Telemetry};
 use clap::{Parser, Subcommand};
 
 /// Command-line flags.
@@ -33,6 +37,9 @@ struct Cli {
     /// Routing and topology file (TOML).
     #[arg(long, global = true, env = "CELERIAC_CONFIG")]
     config: Option<PathBuf>,
+    /// Log lines (to stderr) as `human` text or `json`.
+    #[arg(long, global = true, env = "CELERIAC_LOG_FORMAT", default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,18 +117,24 @@ enum TopologyAction {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CELERIAC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    match commands::run(cli).await {
+    let logs = Logs::stderr(cli.log_format, "CELERIAC_LOG", "warn,lapin=off");
+    let telemetry = match Telemetry::init("celeriac", logs) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match commands::run(cli).await {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    };
+    if let Err(err) = telemetry.shutdown() {
+        eprintln!("warning: {err:#}; spans may be lost");
     }
+    code
 }
