@@ -81,9 +81,12 @@ impl Attempts {
             .min(MAX_PAUSE);
         let pause = MIN_PAUSE + cap.saturating_sub(MIN_PAUSE).mul_f64(fastrand::f64());
         self.failures += 1;
-        if Instant::now() + pause >= self.deadline {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(self.give_up(err));
         }
+        // The last pause ends at the deadline, for one last attempt.
+        let pause = pause.min(left);
         debug!(task_id = %self.task_id, error = %err, ?pause, "broker unavailable; sending again");
         self.last = Some(err);
         tokio::time::sleep(pause).await;
