@@ -6,7 +6,8 @@
 //! scripts/bench --n 20000 --reps 3 --systems lapin,celeriac,celery --only publish,drain,e2e,rtt,rss
 //! ```
 //!
-//! See `docs/benchmarks.md` for the method. The hidden `worker`
+//! See `docs/benchmarks.md` for the method. `celeriac-bench soak` is the
+//! soak run of `scripts/soak` (`docs/reliability.md`). The hidden `worker`
 //! subcommand is the worker process the bench starts for raw lapin and
 //! celeriac, so that its memory can be measured on its own.
 
@@ -16,6 +17,7 @@ mod fixture;
 mod raw_lapin;
 mod report;
 mod runner;
+mod soak;
 mod worker_process;
 
 use std::time::{Duration, Instant};
@@ -78,6 +80,9 @@ enum Command {
     /// Runs one worker until stdin closes (started by the bench itself).
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// Pushes many tasks through celeriac workers, sampling their memory
+    /// every second (`scripts/soak`).
+    Soak(soak::SoakArgs),
 }
 
 /// What to measure and how.
@@ -214,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Worker(args)) => run_worker(args).await,
+        Some(Command::Soak(args)) => soak::soak(args).await,
         None => {
             let report = run(cli.settings).await?;
             println!("{}", report.render());

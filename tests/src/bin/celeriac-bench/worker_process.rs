@@ -78,7 +78,18 @@ impl WorkerProcess {
         let pid = self.child.id().context("the worker exited")?;
         let kib: u64 = process_tree(pid)
             .into_iter()
-            .filter_map(|pid| vm_hwm_kib(pid).ok())
+            .filter_map(|pid| status_kib(pid, "VmHWM:").ok())
+            .sum();
+        Ok(kib as f64 / 1024.0)
+    }
+
+    /// The resident memory (`VmRSS`) of the worker and its child processes,
+    /// summed, in MiB, now.
+    pub(crate) fn rss_mib(&self) -> anyhow::Result<f64> {
+        let pid = self.child.id().context("the worker exited")?;
+        let kib: u64 = process_tree(pid)
+            .into_iter()
+            .filter_map(|pid| status_kib(pid, "VmRSS:").ok())
             .sum();
         Ok(kib as f64 / 1024.0)
     }
@@ -168,16 +179,16 @@ fn parent_pid(pid: u32) -> Option<u32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// `VmHWM` of `/proc/<pid>/status`, in KiB.
-fn vm_hwm_kib(pid: u32) -> anyhow::Result<u64> {
+/// A field of `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`), in KiB.
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .context("no VmHWM line")?;
+        .find(|line| line.starts_with(field))
+        .with_context(|| format!("no {field} line"))?;
     let kib = line
         .split_whitespace()
         .nth(1)
-        .context("VmHWM has no value")?;
+        .with_context(|| format!("{field} has no value"))?;
     Ok(kib.parse()?)
 }
