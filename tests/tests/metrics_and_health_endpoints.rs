@@ -1,7 +1,7 @@
 //! A worker serving `--metrics-addr` counts what happens to tasks in
 //! Prometheus format, says it is alive on `/healthz`, and says on
 //! `/readyz` whether it is connected and consuming: not ready as soon as
-//! its broker connection is gone.
+//! its broker connection is gone, and ready again once it reconnected.
 //!
 //! Run with `cargo test -p celeriac-tests --test metrics_and_health_endpoints`.
 #![allow(clippy::unwrap_used)]
@@ -15,7 +15,7 @@ use celeriac_tests::{
     GUARD, TestWorker, broker_url, close_connections_named, delete_queues, http_get, producer_with,
     unique,
 };
-use celeriac_worker::{Registry, TaskContext, TaskError, WorkerConfig};
+use celeriac_worker::{Backoff, Registry, TaskContext, TaskError, WorkerConfig};
 use tokio::sync::{mpsc, oneshot};
 
 fn worker_config(queue: &str) -> WorkerConfig {
@@ -131,7 +131,7 @@ fn gated_registry(started: mpsc::UnboundedSender<()>, gate: oneshot::Receiver<()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn readyz_says_not_ready_once_the_broker_connection_is_closed() {
+async fn readyz_says_not_ready_while_the_broker_connection_is_down_and_ready_once_back() {
     let queue = unique("readyz");
     let name = unique("readyz-worker");
     let (started_tx, mut started) = mpsc::unbounded_channel();
@@ -139,6 +139,8 @@ async fn readyz_says_not_ready_once_the_broker_connection_is_closed() {
     let config = WorkerConfig {
         connection_name: name.clone(),
         grace_period: GUARD,
+        // A second before reconnecting, so the down state is there to see.
+        reconnect: Backoff::Fixed(Duration::from_secs(1)),
         ..worker_config(&queue)
     };
     let (worker, base) =
@@ -148,8 +150,7 @@ async fn readyz_says_not_ready_once_the_broker_connection_is_closed() {
     let readyz = format!("{base}/readyz");
     assert_eq!(http_get(&readyz).await.unwrap().0, 200);
 
-    // A task in flight keeps the worker (and its endpoints) up while it
-    // waits for the task after losing the connection.
+    // A task in flight when the connection goes: the worker abandons it.
     let producer = producer_with(Router::new(vec![], &queue), Topology::default())
         .await
         .unwrap();
@@ -193,10 +194,22 @@ async fn readyz_says_not_ready_once_the_broker_connection_is_closed() {
         "{page}"
     );
 
-    let _ = release.send(());
-    assert!(
-        worker.stop().await.is_err(),
-        "run reports the lost connection"
+    // The worker reconnects by itself and is ready again.
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while http_get(&readyz).await.unwrap().0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready again after {GUARD:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, page) = http_get(&format!("{base}/metrics")).await.unwrap();
+    assert_eq!(
+        sample(&page, "celeriac_broker_connected"),
+        Some(1.0),
+        "{page}"
     );
+    let _ = release.send(());
+    worker.stop().await.unwrap();
     delete_queues(&[&queue]).await;
 }
