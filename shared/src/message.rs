@@ -6,7 +6,7 @@ use lapin::types::ShortString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Error, TaskHeaders, TimeLimit};
+use crate::{Error, TaskHeaders};
 
 /// The content type of every message celeriac sends and accepts.
 pub const CONTENT_TYPE: &str = "application/json";
@@ -58,28 +58,10 @@ impl TaskMessage {
     /// no reply queue and the given arguments.
     pub fn new(task: impl Into<String>, args: Vec<Value>, kwargs: Map<String, Value>) -> Self {
         let id = uuid::Uuid::new_v4().to_string();
-        let headers = TaskHeaders {
-            lang: "rs".into(),
-            task: task.into(),
-            root_id: Some(id.clone()),
-            id,
-            shadow: None,
-            eta: None,
-            expires: None,
-            group: None,
-            group_index: None,
-            retries: 0,
-            timelimit: TimeLimit::default(),
-            parent_id: None,
-            argsrepr: Some(repr(&args)),
-            kwargsrepr: Some(repr(&kwargs)),
-            origin: None,
-            ignore_result: false,
-            replaced_task_nesting: 0,
-            stamped_headers: None,
-            stamps: Map::new(),
-            extra: Map::new(),
-        };
+        let mut headers = TaskHeaders::new("rs", task, id.clone());
+        headers.root_id = Some(id);
+        headers.argsrepr = Some(repr(&args));
+        headers.kwargsrepr = Some(repr(&kwargs));
         Self {
             headers,
             reply_to: None,

@@ -128,7 +128,7 @@ impl TaskHeaders {
     /// every other header may be absent or void, and unknown ones are kept
     /// in [`TaskHeaders::extra`].
     pub fn from_field_table(table: &FieldTable, fallback_id: Option<&str>) -> Result<Self, Error> {
-        let mut headers = Self::empty();
+        let mut headers = Self::new(default_lang(), String::new(), String::new());
         let mut id = None;
         let mut task = None;
         for (key, value) in table.inner() {
@@ -151,12 +151,13 @@ impl TaskHeaders {
         Ok(headers)
     }
 
-    /// Headers with every field at its decoding default.
-    fn empty() -> Self {
+    /// Headers of task `task` with id `id` sent by `lang`, every other
+    /// field at its default (none, zero, false, empty).
+    pub fn new(lang: impl Into<String>, task: impl Into<String>, id: impl Into<String>) -> Self {
         Self {
-            lang: default_lang(),
-            task: String::new(),
-            id: String::new(),
+            lang: lang.into(),
+            task: task.into(),
+            id: id.into(),
             shadow: None,
             eta: None,
             expires: None,
