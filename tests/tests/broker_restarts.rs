@@ -139,7 +139,10 @@ async fn a_send_while_the_broker_stays_away_fails_clearly_after_its_timeout() {
     let waited = started.elapsed();
     assert!(matches!(err, SendError::Unconfirmed { .. }), "{err:?}");
     let text = format!("{:#}", anyhow::Error::from(err));
-    assert!(text.contains("not confirmed by the broker within 2s"), "{text}");
+    assert!(
+        text.contains("not confirmed by the broker within 2s"),
+        "{text}"
+    );
     assert!(!text.contains("guest:guest"), "{text}");
     assert!(waited >= Duration::from_secs(1), "gave up after {waited:?}");
     assert!(waited < Duration::from_secs(4), "waited {waited:?}");
@@ -180,7 +183,10 @@ async fn a_call_in_flight_fails_promptly_when_the_broker_goes_away() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_with_wrong_credentials_stops_with_an_error_that_hides_the_password() {
     let broker = ScratchBroker::start().await.unwrap();
-    let url = broker.url().expose().replace("guest:guest", "guest:s3cret-wrong");
+    let url = broker
+        .url()
+        .expose()
+        .replace("guest:guest", "guest:s3cret-wrong");
     let config = worker_config(&BrokerUrl::new(url), &unique("denied"));
     let run = Worker::new(config).run(std::future::pending());
     let err = tokio::time::timeout(GUARD, run).await.unwrap().unwrap_err();

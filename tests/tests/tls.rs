@@ -75,7 +75,14 @@ async fn a_client_that_does_not_trust_the_ca_fails_clearly() {
     let (broker, certificates) = tls_broker().await;
     let url = broker.tls_url().unwrap();
     let output = celeriac(
-        &["send", "demo.add", "--args", "[1, 1]", "--broker", url.expose()],
+        &[
+            "send",
+            "demo.add",
+            "--args",
+            "[1, 1]",
+            "--broker",
+            url.expose(),
+        ],
         &certificates.other_ca,
     )
     .await;
@@ -88,7 +95,12 @@ async fn a_client_that_does_not_trust_the_ca_fails_clearly() {
     // A worker gives up at once too: no reconnecting forever to a broker
     // it will never trust.
     let worker = tokio::process::Command::new(workspace_binary("celeriac-demo-worker").unwrap())
-        .args(["--queues", &unique("tls-untrusted"), "--broker", url.expose()])
+        .args([
+            "--queues",
+            &unique("tls-untrusted"),
+            "--broker",
+            url.expose(),
+        ])
         .env("SSL_CERT_FILE", &certificates.other_ca)
         .env("NO_COLOR", "1")
         .kill_on_drop(true)
