@@ -59,6 +59,9 @@ impl Producer {
     /// Connects to the broker (failing fast if it does not answer) and
     /// returns a producer.
     pub async fn connect(config: ProducerConfig) -> Result<Self, Error> {
+        // The pool parses the URL again; parsing it here first keeps the
+        // parser's message, which may quote the URL, out of the error.
+        config.broker_url.parse()?;
         let pool_config = deadpool_lapin::Config {
             url: Some(config.broker_url.expose().to_owned()),
             pool: Some(deadpool_lapin::PoolConfig::new(config.connections.max(1))),

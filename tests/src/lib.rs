@@ -5,8 +5,8 @@
 //! The broker is `CELERIAC_BROKER_URL` or the local default; `scripts/test`
 //! makes sure one answers.
 
-mod dead_letters;
 pub mod certificates;
+mod dead_letters;
 pub mod ledger;
 mod processes;
 mod rabbitmqctl;
@@ -16,7 +16,7 @@ pub use dead_letters::{
     celeriac, declare_with_dead_letters, drain_task_ids, publish_dead_letters, rejected,
 };
 pub use processes::{DemoWorker, workspace_binary};
-pub use rabbitmqctl::{Vhost, close_connections_named};
+pub use rabbitmqctl::{BrokerUser, Vhost, close_connections_named};
 pub use scratch_broker::{ScratchBroker, TlsFiles};
 
 use std::path::PathBuf;

@@ -65,14 +65,15 @@ impl DemoWorker {
 
     /// Starts `celeriac-demo-worker` with `args` and extra environment
     /// variables (which may override the test broker's
-    /// `CELERIAC_BROKER_URL`), without waiting for it to be ready.
+    /// `CELERIAC_BROKER_URL` and `RUST_LOG=info`), without waiting for it
+    /// to be ready.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(workspace_binary("celeriac-demo-worker")?)
             .args(args)
             .env("CELERIAC_BROKER_URL", broker_url().expose())
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
