@@ -200,8 +200,21 @@ impl Producer {
     /// Publishes an encoded message to its queue's exchange (or, when its
     /// eta is in the future, through the broker-side delay topology) and
     /// waits for the broker's confirm. `queue` overrides the routing rules.
+    ///
+    /// A body over [`ProducerConfig::max_message_size`] is refused with
+    /// [`celeriac_shared::Error::Oversize`] before anything is sent or
+    /// declared.
     pub async fn publish(&self, message: &TaskMessage, queue: Option<&str>) -> Result<(), Error> {
         let config = &self.inner.config;
+        let now = Utc::now();
+        let (body, properties) = message.encode(now)?;
+        if body.len() > config.max_message_size {
+            return Err(celeriac_shared::Error::Oversize {
+                size: body.len(),
+                limit: config.max_message_size,
+            }
+            .into());
+        }
         let queue = config.router.queue_for(message.task(), queue);
         let queue_def = config.topology.queue_def(queue);
         let (channels, declarations) = (&self.inner.channels, &self.inner.declarations);
@@ -211,7 +224,6 @@ impl Producer {
                 .ensure_delay(channels, &config.delay, queue)
                 .await?;
         }
-        let now = Utc::now();
         let delay = message
             .headers
             .eta
@@ -226,14 +238,6 @@ impl Producer {
             }
             None => queue_def.destination(),
         };
-        let (body, properties) = message.encode(now)?;
-        if body.len() > config.max_message_size {
-            return Err(celeriac_shared::Error::Oversize {
-                size: body.len(),
-                limit: config.max_message_size,
-            }
-            .into());
-        }
         let channel = self.inner.channels.get().await?;
         let options = BasicPublishOptions {
             mandatory: true,
