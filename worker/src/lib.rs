@@ -38,6 +38,8 @@ mod dispatch;
 mod disposition;
 mod eager;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod publisher;
 mod registry;
 mod retry;
