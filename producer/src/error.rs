@@ -35,8 +35,8 @@ pub enum Error {
         #[source]
         source: lapin::Error,
     },
-    /// Encoding the message failed, the message is too large, or a name is
-    /// invalid.
+    /// Encoding the message failed, the message is too large, a name is
+    /// invalid, or the broker URL cannot be parsed.
     #[error(transparent)]
     Codec(#[from] celeriac_shared::Error),
     /// The broker could not route the message to any queue (`mandatory`).

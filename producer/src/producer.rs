@@ -62,6 +62,9 @@ impl Producer {
     /// Connects to the broker (failing fast if it does not answer) and
     /// returns a producer.
     pub async fn connect(config: ProducerConfig) -> Result<Self, Error> {
+        // The pool parses the URL again; parsing it here first keeps the
+        // parser's message, which may quote the URL, out of the error.
+        config.broker_url.parse()?;
         let mut pool = deadpool_lapin::PoolConfig::new(config.connections.max(1));
         let limit = Some(config.connect_timeout);
         pool.timeouts = deadpool_lapin::Timeouts {
@@ -216,6 +219,10 @@ impl Producer {
     /// The publish is a PRODUCER span `publish <exchange>:<routing key>`,
     /// a child of the current span, whose trace context travels in the
     /// message's `traceparent` (and `tracestate`, `baggage`) headers.
+    ///
+    /// A body over [`ProducerConfig::max_message_size`] is refused with
+    /// [`celeriac_shared::Error::Oversize`] before anything is sent or
+    /// declared.
     pub async fn publish(&self, message: &TaskMessage, queue: Option<&str>) -> Result<(), Error> {
         // Not entered: entering would start the OpenTelemetry span before
         // routing names it. It is timed from here to its drop all the same.
@@ -232,6 +239,15 @@ impl Producer {
         span: &Span,
     ) -> Result<(), Error> {
         let config = &self.inner.config;
+        let now = Utc::now();
+        let (body, properties) = message.encode(now)?;
+        if body.len() > config.max_message_size {
+            return Err(celeriac_shared::Error::Oversize {
+                size: body.len(),
+                limit: config.max_message_size,
+            }
+            .into());
+        }
         let queue = config.router.queue_for(message.task(), queue);
         let queue_def = config.topology.queue_def(queue);
         let (channels, declarations) = (&self.inner.channels, &self.inner.declarations);
@@ -241,7 +257,6 @@ impl Producer {
                 .ensure_delay(channels, &config.delay, queue)
                 .await?;
         }
-        let now = Utc::now();
         let delay = message
             .headers
             .eta
@@ -256,16 +271,8 @@ impl Producer {
             }
             None => queue_def.destination(),
         };
-        let (body, properties) = message.encode(now)?;
         tracing_span::record_destination(span, &destination);
         let properties = tracing_span::inject(span, properties);
-        if body.len() > config.max_message_size {
-            return Err(celeriac_shared::Error::Oversize {
-                size: body.len(),
-                limit: config.max_message_size,
-            }
-            .into());
-        }
         let channel = self.inner.channels.get().await?;
         let options = BasicPublishOptions {
             mandatory: true,

@@ -95,6 +95,14 @@ pub enum Error {
         /// The maximum delay in seconds.
         max: u64,
     },
+    /// The broker URL cannot be parsed. Both fields hide the password.
+    #[error("invalid broker URL {url}: {reason}")]
+    InvalidBrokerUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Declaring the topology on the broker failed.
     #[error("declaring {what} failed")]
     Declare {
@@ -125,7 +133,8 @@ impl Error {
             | Error::InvalidName { .. }
             | Error::ConfigRead { .. }
             | Error::Config { .. }
-            | Error::DelayTooLong { .. } => false,
+            | Error::DelayTooLong { .. }
+            | Error::InvalidBrokerUrl { .. } => false,
         }
     }
 
@@ -147,6 +156,7 @@ impl Error {
             | Error::ConfigRead { .. }
             | Error::Config { .. }
             | Error::DelayTooLong { .. }
+            | Error::InvalidBrokerUrl { .. }
             | Error::Declare { .. } => false,
         }
     }

@@ -4,26 +4,29 @@
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use serde_json::{Map, Number, Value};
 
+/// How deep tables and arrays may nest inside one header: deeper ones are
+/// refused when decoding a task (as `serde_json` refuses bodies nested
+/// deeper than 128), so that no header can exhaust the stack.
+pub(crate) const MAX_HEADER_DEPTH: usize = 128;
+
 /// Converts AMQP application headers into a JSON object.
 ///
 /// Every AMQP integer type becomes a JSON integer, strings (short and long)
 /// become JSON strings (invalid UTF-8 is replaced), void becomes `null`,
 /// timestamps become integers (seconds since the epoch), byte arrays become
-/// strings.
+/// strings. Tables and arrays nested deeper than 128 levels become `null`.
 pub fn field_table_to_json(table: &FieldTable) -> Map<String, Value> {
-    table
-        .inner()
-        .iter()
+    (table.inner().iter())
         .map(|(key, value)| (key.as_str().to_owned(), amqp_to_json(value)))
         .collect()
 }
 
 /// Converts a JSON object into AMQP application headers.
 ///
-/// Integers become signed 64-bit (`l`), other numbers doubles (`d`), strings
-/// long strings (`S`), `null` void (`V`), arrays field arrays (`A`) and
-/// objects nested tables (`F`): all types py-amqp reads back as the same
-/// Python values.
+/// Integers become signed 64-bit (`l`), other numbers (integers beyond
+/// `i64` included) doubles (`d`), strings long strings (`S`), `null` void
+/// (`V`), arrays field arrays (`A`) and objects nested tables (`F`): all
+/// types py-amqp reads back as the same Python values.
 ///
 /// Keys longer than 255 bytes cannot be AMQP header names and are skipped.
 pub fn json_to_field_table(map: &Map<String, Value>) -> FieldTable {
@@ -38,7 +41,29 @@ pub fn json_to_field_table(map: &Map<String, Value>) -> FieldTable {
 
 /// Converts one AMQP value into JSON, as [`field_table_to_json`] does.
 pub(crate) fn amqp_to_json(value: &AMQPValue) -> Value {
+    to_json(value, MAX_HEADER_DEPTH)
+}
+
+/// Whether tables and arrays in `value` nest deeper than `levels`. Looks
+/// no deeper than that, so it never recurses further.
+pub(crate) fn nests_deeper_than(value: &AMQPValue, levels: usize) -> bool {
     match value {
+        AMQPValue::FieldArray(items) => {
+            levels == 0 || (items.as_slice().iter()).any(|v| nests_deeper_than(v, levels - 1))
+        }
+        AMQPValue::FieldTable(table) => {
+            levels == 0 || (table.inner().values()).any(|v| nests_deeper_than(v, levels - 1))
+        }
+        _ => false,
+    }
+}
+
+/// Converts `value`, with `levels` more levels of tables and arrays
+/// allowed.
+fn to_json(value: &AMQPValue, levels: usize) -> Value {
+    let nested = |value| to_json(value, levels - 1);
+    match value {
+        AMQPValue::FieldArray(_) | AMQPValue::FieldTable(_) if levels == 0 => Value::Null,
         AMQPValue::Boolean(b) => Value::Bool(*b),
         AMQPValue::ShortShortInt(n) => Value::from(*n),
         AMQPValue::ShortShortUInt(n) => Value::from(*n),
@@ -56,10 +81,12 @@ pub(crate) fn amqp_to_json(value: &AMQPValue) -> Value {
         AMQPValue::ShortString(s) => Value::String(s.as_str().to_owned()),
         AMQPValue::LongString(s) => Value::String(String::from_utf8_lossy(s.as_bytes()).into()),
         AMQPValue::ByteArray(b) => Value::String(String::from_utf8_lossy(b.as_slice()).into()),
-        AMQPValue::FieldArray(items) => {
-            Value::Array(items.as_slice().iter().map(amqp_to_json).collect())
-        }
-        AMQPValue::FieldTable(table) => Value::Object(field_table_to_json(table)),
+        AMQPValue::FieldArray(items) => Value::Array(items.as_slice().iter().map(nested).collect()),
+        AMQPValue::FieldTable(table) => Value::Object(
+            (table.inner().iter())
+                .map(|(key, value)| (key.as_str().to_owned(), nested(value)))
+                .collect(),
+        ),
         AMQPValue::Void => Value::Null,
     }
 }
@@ -98,6 +125,24 @@ mod tests {
         });
         let map = headers.as_object().cloned().unwrap_or_default();
         assert_eq!(field_table_to_json(&json_to_field_table(&map)), map);
+    }
+
+    #[test]
+    fn tables_nested_deeper_than_the_limit_become_null() {
+        let mut value = AMQPValue::LongLongInt(1);
+        for _ in 0..MAX_HEADER_DEPTH + 1 {
+            value = AMQPValue::FieldArray(vec![value].into());
+        }
+        assert!(nests_deeper_than(&value, MAX_HEADER_DEPTH));
+        let AMQPValue::FieldArray(inner) = &value else {
+            unreachable!()
+        };
+        assert!(!nests_deeper_than(&inner.as_slice()[0], MAX_HEADER_DEPTH));
+        let mut json = amqp_to_json(&value);
+        for _ in 0..MAX_HEADER_DEPTH {
+            json = json[0].take();
+        }
+        assert_eq!(json, Value::Null);
     }
 
     #[test]

@@ -28,6 +28,10 @@ mod delay;
 pub mod demo;
 mod error;
 mod field_table;
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod message;
 mod result;
 mod routing;

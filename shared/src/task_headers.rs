@@ -9,7 +9,7 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::field_table::{amqp_to_json, json_to_amqp};
+use crate::field_table::{MAX_HEADER_DEPTH, amqp_to_json, json_to_amqp, nests_deeper_than};
 use crate::{Error, TimeLimit, json_to_field_table};
 
 /// The application headers of a protocol v2 task message, with their JSON
@@ -136,6 +136,10 @@ impl TaskHeaders {
                 name: key.as_str(),
                 value,
             };
+            if nests_deeper_than(value, MAX_HEADER_DEPTH) {
+                let reason = format!("nested deeper than {MAX_HEADER_DEPTH} levels");
+                return Err(header.invalid(reason));
+            }
             match header.name {
                 "task" => task = header.string()?,
                 "id" => id = header.string()?,

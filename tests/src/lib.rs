@@ -21,7 +21,7 @@ pub mod spans;
 
 pub use otlp_receiver::{OtlpReceiver, ReceivedSpan};
 pub use processes::{DemoWorker, workspace_binary};
-pub use rabbitmqctl::{Vhost, close_connections_named};
+pub use rabbitmqctl::{BrokerUser, Vhost, close_connections_named};
 pub use scratch_broker::{ScratchBroker, TlsFiles};
 
 use std::path::PathBuf;

@@ -73,7 +73,8 @@ impl DemoWorker {
 
     /// Starts `celeriac-demo-worker` with `args` and extra environment
     /// variables (which may override the test broker's
-    /// `CELERIAC_BROKER_URL`), without waiting for it to be ready.
+    /// `CELERIAC_BROKER_URL` and `RUST_LOG=info`), without waiting for it
+    /// to be ready.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         Self::spawn_program("celeriac-demo-worker", args, env)
     }
@@ -86,9 +87,9 @@ impl DemoWorker {
             .args(args)
             .envs(env.iter().copied())
             .env("CELERIAC_BROKER_URL", broker_url().expose())
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;

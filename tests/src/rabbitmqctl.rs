@@ -1,5 +1,5 @@
 //! Broker administration through `rabbitmqctl`: throwaway vhosts and
-//! force-closed connections.
+//! users, and force-closed connections.
 
 use std::process::Command;
 
@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 
 use celeriac_shared::BrokerUrl;
 
-use crate::{broker_url_for_vhost, unique};
+use crate::{broker_url, broker_url_for_vhost, unique};
 
 /// A throwaway RabbitMQ vhost, for tests where a fixed name such as the
 /// `celery` queue is the point. Deleted on drop.
@@ -35,6 +35,66 @@ impl Vhost {
 impl Drop for Vhost {
     fn drop(&mut self) {
         let _ = rabbitmqctl(&["delete_vhost", &self.name]);
+    }
+}
+
+/// A throwaway RabbitMQ user with a password nobody else uses, allowed on
+/// its own throwaway vhost only: for tests that look for the password in
+/// output. Deleted, with its vhost, on drop.
+pub struct BrokerUser {
+    /// The user's name.
+    pub name: String,
+    /// The user's password: `secret-<uuid>`, distinctive enough to grep.
+    pub password: String,
+    /// The vhost the user may use.
+    pub vhost: Vhost,
+}
+
+impl BrokerUser {
+    /// Creates a vhost and a user with all permissions on it.
+    pub fn create() -> anyhow::Result<Self> {
+        let vhost = Vhost::create()?;
+        let name = unique("celeriac-user");
+        let password = unique("secret");
+        rabbitmqctl(&["add_user", &name, &password])?;
+        let user = Self {
+            name,
+            password,
+            vhost,
+        };
+        let name = user.name.as_str();
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &user.vhost.name,
+            name,
+            ".*",
+            ".*",
+            ".*",
+        ])?;
+        Ok(user)
+    }
+
+    /// The test broker's URL as this user, on its vhost.
+    pub fn url(&self) -> BrokerUrl {
+        self.url_with(&self.password, &self.vhost.name)
+    }
+
+    /// The test broker's URL as this user, with any password and vhost.
+    pub fn url_with(&self, password: &str, vhost: &str) -> BrokerUrl {
+        let base = broker_url();
+        let base = base.expose();
+        let start = base.find("://").map_or(0, |i| i + 3);
+        let end = base[start..].find('/').map_or(base.len(), |i| start + i);
+        let host = base[start..end].rsplit('@').next().unwrap_or_default();
+        let scheme = &base[..start];
+        BrokerUrl::new(format!("{scheme}{}:{password}@{host}/{vhost}", self.name))
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = rabbitmqctl(&["delete_user", &self.name]);
     }
 }
 

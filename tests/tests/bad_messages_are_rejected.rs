@@ -1,7 +1,8 @@
 //! Messages a worker cannot use (unknown task, malformed JSON, wrong
-//! argument types, pickle, no task header) are dead-lettered once with the
-//! reason, byte for byte, and logged; the worker carries on with the next
-//! good message.
+//! argument types, no task header, a content type or encoding other than
+//! JSON in UTF-8) are dead-lettered once with the reason, byte for byte,
+//! and logged; the worker carries on with the next good message. Pickle
+//! and YAML are never evaluated.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -51,13 +52,6 @@ async fn unusable_messages_are_dead_lettered_once_with_a_reason_and_the_worker_k
     publish_raw(&channel, &queue, &body, properties)
         .await
         .unwrap();
-    let (_, properties) = task("demo.add", json!([1, 2]));
-    let pickle = properties.with_content_type("application/x-python-serialize".into());
-    let pickled = b"\x80\x04\x95cos\nsystem\n".to_vec();
-    sent.push(("undecodable", pickled.clone()));
-    publish_raw(&channel, &queue, &pickled, pickle)
-        .await
-        .unwrap();
     let (body, properties) = task("demo.add", json!([1, 2]));
     let mut headers = celeriac_shared::field_table_to_json(properties.headers().as_ref().unwrap());
     headers.remove("task");
@@ -85,7 +79,6 @@ async fn unusable_messages_are_dead_lettered_once_with_a_reason_and_the_worker_k
         "unregistered task demo.nope",
         "not JSON",
         "arguments do not fit task `demo.add`",
-        "unsupported content type `application/x-python-serialize`",
         "no `task` header",
     ] {
         worker.wait_for_line(reason).await.unwrap();
@@ -147,4 +140,103 @@ async fn a_caller_waiting_on_an_undecodable_message_gets_a_decode_error() {
 
     worker.stop().await.unwrap();
     delete_queues(&[&queue, &replies, &DeadLetterTopology::queue_name(&queue)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_json_in_utf8_is_accepted_and_everything_else_is_dead_lettered_unread() {
+    let queue = unique("content-types");
+    let dead = DeadLetterTopology::queue_name(&queue);
+    let (_connection, channel) = channel().await.unwrap();
+    let mut worker = DemoWorker::start(&["--queues", &queue, "--concurrency", "1"])
+        .await
+        .unwrap();
+
+    // Payloads that create `marker` if anything evaluates them.
+    let marker = std::env::temp_dir().join(unique("evaluated"));
+    let pickle = format!("cos\nsystem\n(S'touch {}'\ntR.", marker.display());
+    let yaml = format!(
+        "!!python/object/apply:os.system [\"touch {}\"]",
+        marker.display()
+    );
+    let (json_body, _) = task("demo.add", json!([1, 2]));
+    let cases: [(&str, Option<&str>, Vec<u8>, &str); 6] = [
+        (
+            "application/x-python-serialize",
+            Some("binary"),
+            pickle.into_bytes(),
+            "content type `application/x-python-serialize`",
+        ),
+        (
+            "application/x-yaml",
+            Some("utf-8"),
+            yaml.into_bytes(),
+            "content type `application/x-yaml`",
+        ),
+        (
+            "application/x-msgpack",
+            Some("binary"),
+            b"\x93\x92\x01\x02\x80\xc0".to_vec(),
+            "content type `application/x-msgpack`",
+        ),
+        (
+            "text/plain",
+            None,
+            b"[[1, 2], {}, null]".to_vec(),
+            "content type `text/plain`",
+        ),
+        (
+            "application/json",
+            Some("latin-1"),
+            json_body.clone(),
+            "content encoding `latin-1`",
+        ),
+        (
+            "application/json",
+            Some("gzip"),
+            json_body,
+            "content encoding `gzip`",
+        ),
+    ];
+    for (content_type, encoding, body, _) in &cases {
+        let (_, properties) = task("demo.add", json!([1, 2]));
+        let mut properties = properties.with_content_type((*content_type).into());
+        if let Some(encoding) = encoding {
+            properties = properties.with_content_encoding((*encoding).into());
+        }
+        publish_raw(&channel, &queue, body, properties)
+            .await
+            .unwrap();
+    }
+    // JSON spelt differently is still JSON.
+    let (body, properties) = task("demo.add", json!([1, 2]));
+    let id = properties.correlation_id().clone().unwrap();
+    let properties = properties
+        .with_content_type("Application/JSON; charset=utf-8".into())
+        .with_content_encoding("UTF8".into());
+    publish_raw(&channel, &queue, &body, properties)
+        .await
+        .unwrap();
+    worker
+        .wait_for_line(&format!("demo.add[{id}] succeeded"))
+        .await
+        .unwrap();
+
+    let mut dead_letters = consume(&channel, &dead).await.unwrap();
+    for (content_type, _, body, reason) in &cases {
+        let letter = next_delivery(&mut dead_letters).await.unwrap();
+        assert!(&letter.data == body, "{content_type}: the original body");
+        let kept = letter.properties.content_type().clone().unwrap();
+        assert_eq!(kept.as_str(), *content_type, "the original properties");
+        let why = DeadLetter::from_headers(letter.properties.headers().as_ref().unwrap()).unwrap();
+        assert_eq!(why.reason, "undecodable");
+        assert_eq!(why.error_type, "DecodeError");
+        assert!(why.error_message.contains(reason), "{}", why.error_message);
+        assert!(
+            worker.log.iter().any(|line| line.contains(reason)),
+            "logged: {reason}"
+        );
+    }
+    assert!(!marker.exists(), "a payload was evaluated");
+    assert_eq!(message_count(&channel, &queue).await.unwrap(), 0);
+    delete_queues(&[&queue, &dead]).await;
 }

@@ -330,7 +330,7 @@ fn integer(value: &AMQPValue) -> Option<u32> {
 }
 
 /// One line per task, as Celery's worker writes it.
-fn log_outcome(
+pub(crate) fn log_outcome(
     queue: &str,
     message: Option<&TaskMessage>,
     outcome: &Outcome,

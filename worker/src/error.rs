@@ -15,6 +15,9 @@ pub enum Error {
         #[source]
         source: lapin::Error,
     },
+    /// The broker URL cannot be parsed (the error hides the password).
+    #[error(transparent)]
+    InvalidBrokerUrl(celeriac_shared::Error),
     /// An AMQP operation failed.
     #[error("AMQP {operation} failed")]
     Amqp {
@@ -64,7 +67,7 @@ impl Error {
             Error::Connect { source, .. } | Error::Amqp { source, .. } => is_transient(source),
             Error::Topology(err) => err.is_transient(),
             Error::ConsumerClosed { .. } | Error::Stalled { .. } => true,
-            Error::NoQueues | Error::MetricsListen { .. } => false,
+            Error::InvalidBrokerUrl(_) | Error::NoQueues | Error::MetricsListen { .. } => false,
         }
     }
 

@@ -45,6 +45,8 @@ mod dispatch;
 mod disposition;
 mod eager;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod health;
 mod metrics;
 mod metrics_server;

@@ -206,7 +206,8 @@ async fn connect(config: &WorkerConfig) -> Result<Connection, Error> {
     let url = &config.broker_url;
     let properties = ConnectionProperties::default()
         .with_connection_name(config.connection_name.as_str().into());
-    Connection::connect(url.expose(), properties)
+    let uri = url.parse().map_err(Error::InvalidBrokerUrl)?;
+    Connection::connect_uri(uri, properties)
         .await
         .map_err(|source| Error::Connect {
             url: url.to_string(),
