@@ -17,6 +17,11 @@ COPY --from=builder /src/target/release/celeriac /usr/local/bin/
 COPY --from=builder /src/target/release/stocks-service /usr/local/bin/
 COPY --from=builder /src/target/release/stocks-worker /usr/local/bin/
 RUN useradd --system --no-create-home --shell /usr/sbin/nologin celeriac
+# lapin parses header tables recursively on its I/O thread: a 64 MiB stack
+# (address space, used only when touched) survives the deepest nesting a
+# 128 KiB frame can hold, instead of aborting the worker
+# (docs/operations.md, "Deeply nested headers").
+ENV RUST_MIN_STACK=67108864
 USER celeriac
 # The worker finishes its in-flight tasks on SIGTERM, then exits.
 STOPSIGNAL SIGTERM

@@ -19,8 +19,9 @@ use tokio::process::Command;
 /// (the ones in `/usr/sbin` switch to the `rabbitmq` user).
 const DEFAULT_BIN: &str = "/usr/lib/rabbitmq/bin";
 
-/// How long the node may take to boot.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the node may take to boot: several boot at once when their
+/// tests run in parallel, on a machine busy with builds.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The files of a TLS listener: the CA that signed the server's
 /// certificate, the certificate and its key, all PEM.
