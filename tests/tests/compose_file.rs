@@ -216,6 +216,10 @@ fn dockerfile_builds_the_workers_the_cli_and_the_stocks_service() {
             "Dockerfile does not install {binary}"
         );
     }
+    assert!(
+        DOCKERFILE.contains("ENV RUST_MIN_STACK=67108864"),
+        "workers survive deeply nested headers (docs/operations.md)"
+    );
 }
 
 #[test]
