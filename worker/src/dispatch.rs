@@ -16,7 +16,9 @@ use tracing::{Instrument, Span, error, info, warn};
 use crate::acks::{Acks, Settlement};
 use crate::disposition::{Disposition, Outcome, disposition};
 use crate::metrics::{Metrics, UNKNOWN_TASK};
-use crate::publisher::{DELIVERIES_HEADER, Publisher, QUORUM_DELIVERIES_HEADER};
+use crate::publisher::{
+    DELIVERIES_HEADER, Publisher, QUORUM_DELIVERIES_HEADER, task_id, task_name,
+};
 use crate::{ProducerSpan, Registry, RetryPolicy, spans};
 
 /// Everything needed to handle deliveries, shared by all in-flight tasks.
@@ -308,7 +310,12 @@ fn settle(acks: &Acks, delivery: &Delivery, confirmed: Result<(), String>) {
     let settlement = match confirmed {
         Ok(()) => Settlement::Ack,
         Err(err) => {
-            error!(delivery_tag = delivery.delivery_tag, error = %err, "publishing failed; requeueing the message");
+            let task_id = task_id(delivery).unwrap_or_default();
+            let task = task_name(delivery).unwrap_or_default();
+            error!(
+                task_id, task, delivery_tag = delivery.delivery_tag, error = %err,
+                "Task {task}[{task_id}]: publishing failed; requeueing the message"
+            );
             Settlement::Requeue
         }
     };

@@ -225,12 +225,22 @@ impl Publisher {
 }
 
 /// The task id of a delivery, from its `correlation_id`.
-fn task_id(delivery: &Delivery) -> Option<&str> {
+pub(crate) fn task_id(delivery: &Delivery) -> Option<&str> {
     delivery
         .properties
         .correlation_id()
         .as_ref()
         .map(|id| id.as_str())
+}
+
+/// The task name of a delivery, from its `task` header.
+pub(crate) fn task_name(delivery: &Delivery) -> Option<&str> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("task")? {
+        AMQPValue::LongString(name) => std::str::from_utf8(name.as_bytes()).ok(),
+        AMQPValue::ShortString(name) => Some(name.as_str()),
+        _ => None,
+    }
 }
 
 /// The properties without `expiration`: a per-message TTL would expire a
