@@ -65,10 +65,15 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Logs to the test output when `RUST_LOG` is set.
+/// Logs errors to the test output, or what `RUST_LOG` selects. Without
+/// `RUST_LOG`, lapin's report of every channel the broker closes is left
+/// out: [`wait_for_consumers`] provokes one per poll of a queue that does
+/// not exist yet, and they would bury a failing test's message.
 pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,lapin::channel=off"));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_test_writer()
         .try_init();
 }

@@ -1,4 +1,4 @@
-//! Real Celery (5.6, from the `scripts/celery-venv` virtualenv) on the
+//! Real Celery (5.7, from the `scripts/celery-venv` virtualenv) on the
 //! other side of the broker: Celery's client calls the Rust worker, a
 //! Celery worker serves the Rust producer, and kombu reads a celeriac
 //! message off the queue as it is on the wire.
