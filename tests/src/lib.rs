@@ -83,6 +83,11 @@ pub async fn producer() -> anyhow::Result<Producer> {
     producer_with(Router::default(), Topology::default()).await
 }
 
+/// A producer on the test broker that routes every task to `queue`.
+pub async fn producer_for(queue: &str) -> anyhow::Result<Producer> {
+    producer_with(Router::new(vec![], queue), Topology::default()).await
+}
+
 /// A producer on the test broker with these rules and queues.
 pub async fn producer_with(router: Router, topology: Topology) -> anyhow::Result<Producer> {
     let config = ProducerConfig {

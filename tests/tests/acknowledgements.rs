@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use celeriac_shared::SendOptions;
 use celeriac_shared::demo::{Add, AddArgs, Sleep, SleepArgs};
-use celeriac_shared::{Router, SendOptions, Topology};
 use celeriac_tests::{
-    GUARD, TestWorker, broker_url, channel, delete_queues, message_count, producer_with, unique,
+    GUARD, TestWorker, broker_url, channel, delete_queues, message_count, producer_for, unique,
 };
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use tokio::sync::{Notify, mpsc};
@@ -50,9 +50,7 @@ async fn short_tasks_behind_a_long_one_are_acknowledged_and_free_their_prefetch_
     let worker = TestWorker::start_with(config, registry(started, Arc::clone(&release)))
         .await
         .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let long = producer
         .send::<Sleep>(&SleepArgs { seconds: 0.0 })
         .await
@@ -89,9 +87,7 @@ async fn a_batch_of_quick_tasks_is_acknowledged_without_covering_a_running_one()
     let worker = TestWorker::start_with(config, registry(started, Arc::clone(&release)))
         .await
         .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     // The long task is delivered first, so every quick one's tag is above
     // it: a careless multiple ack for a quick one would cover it too.
     let long = producer

@@ -8,12 +8,10 @@
 use std::time::Duration;
 
 use celeriac_shared::demo::{Add, AddArgs};
-use celeriac_shared::{
-    DeadLetter, DeadLetterTopology, Router, TaskMessage, Topology, json_to_field_table,
-};
+use celeriac_shared::{DeadLetter, DeadLetterTopology, TaskMessage, json_to_field_table};
 use celeriac_tests::{
     DemoWorker, GUARD, channel, consume, declare_plain_queue, delete_queues, message_count,
-    next_delivery, producer_with, publish_raw, unique,
+    next_delivery, producer_for, publish_raw, unique,
 };
 use chrono::Utc;
 use futures::StreamExt;
@@ -65,9 +63,7 @@ async fn unusable_messages_are_dead_lettered_once_with_a_reason_and_the_worker_k
     .await
     .unwrap();
 
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let handle = producer.send::<Add>(&AddArgs { x: 2, y: 3 }).await.unwrap();
     assert_eq!(
         handle.wait(GUARD).await.unwrap(),

@@ -3,8 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use celeriac_shared::demo::{Sleep, SleepArgs};
-use celeriac_shared::{Router, Topology};
-use celeriac_tests::{DemoWorker, GUARD, TestWorker, delete_queues, producer_with, unique};
+use celeriac_tests::{DemoWorker, GUARD, TestWorker, delete_queues, producer_for, unique};
 use celeriac_worker::{Registry, TaskError};
 use tokio::sync::mpsc;
 
@@ -14,9 +13,7 @@ async fn a_task_of_a_killed_worker_runs_again_on_another_worker() {
     let mut doomed = DemoWorker::start(&["--queues", &queue, "--concurrency", "1"])
         .await
         .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let handle = producer
         .send::<Sleep>(&SleepArgs { seconds: 3600.0 })
         .await

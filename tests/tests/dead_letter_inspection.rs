@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use celeriac_producer::Producer;
-use celeriac_shared::{DeadLetterTopology, Router, Task, Topology};
+use celeriac_shared::{DeadLetterTopology, Task};
 use celeriac_tests::{
     GUARD, TestWorker, celeriac, channel, delete_queues, drain_task_ids, message_count,
-    producer_with, unique,
+    producer_for, unique,
 };
 use celeriac_worker::{Backoff, Registry, RetryPolicy, TaskError, TaskOptions};
 use serde_json::Value;
@@ -165,9 +165,7 @@ async fn setup(
     let worker = TestWorker::start(&[&queue], registry(&fixed, ran))
         .await
         .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     (queue, worker, producer, fixed, runs)
 }
 

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use celeriac_shared::demo::{Fail, FailArgs};
-use celeriac_shared::{DeadLetterRetention, DeadLetterTopology, Router, Topology};
+use celeriac_shared::{DeadLetterRetention, DeadLetterTopology, Topology};
 use celeriac_tests::{
     GUARD, TestWorker, broker_url, channel, delete_queues, drain_task_ids, message_count,
-    producer_with, unique,
+    producer_for, unique,
 };
 use celeriac_worker::{Worker, WorkerConfig};
 
@@ -34,9 +34,7 @@ async fn a_dead_letter_queue_keeps_at_most_its_maximum_length() {
     let worker = TestWorker::start_with(config(&queue, retention), registry())
         .await
         .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let mut ids = Vec::new();
     for n in 0..5 {
         let args = FailArgs {

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use celeriac_shared::demo::{Add, AddArgs};
-use celeriac_shared::{BrokerUrl, Router, SendOptions, TaskMessage, Topology};
+use celeriac_shared::{BrokerUrl, Router, SendOptions, TaskMessage};
 use celeriac_tests::{
-    GUARD, TestWorker, Vhost, channel, delete_queues, message_count, producer_with, publish_raw,
+    GUARD, TestWorker, Vhost, channel, delete_queues, message_count, producer_for, publish_raw,
     unique,
 };
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
@@ -37,9 +37,7 @@ async fn a_countdown_of_three_seconds_runs_after_three_seconds_and_not_much_late
     let queue = unique("countdown");
     let (registry, mut runs) = timed_add();
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let options = SendOptions {
         countdown: Some(Duration::from_secs(3)),
         ..SendOptions::default()
@@ -66,9 +64,7 @@ async fn an_eta_in_the_past_runs_at_once() {
     let queue = unique("past-eta");
     let (registry, mut runs) = timed_add();
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let eta = (Utc::now() - chrono::Duration::seconds(30)).fixed_offset();
     let options = SendOptions {
         eta: Some(eta),
@@ -89,9 +85,7 @@ async fn an_eta_in_the_past_runs_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delay_beyond_the_ladder_is_refused_at_send_time() {
     let queue = unique("too-long");
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let options = SendOptions {
         countdown: Some(Duration::from_secs(1 << 28)),
         ..SendOptions::default()

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use celeriac_shared::{DeadLetter, DeadLetterTopology, Router, SendOptions, Task, Topology};
+use celeriac_shared::{DeadLetter, DeadLetterTopology, SendOptions, Task};
 use celeriac_tests::{
-    GUARD, TestWorker, broker_url, channel, consume, delete_queues, next_delivery, producer_with,
+    GUARD, TestWorker, broker_url, channel, consume, delete_queues, next_delivery, producer_for,
     unique,
 };
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
@@ -42,9 +42,7 @@ async fn a_message_that_never_finishes_is_dead_lettered_at_the_delivery_limit() 
     };
     let (started, mut starts) = mpsc::unbounded_channel();
     let (_connection, channel) = channel().await.unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let first = TestWorker::start_with(config.clone(), stalling(started.clone()))
         .await

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use celeriac_shared::SendOptions;
 use celeriac_shared::demo::{Sleep, SleepArgs};
-use celeriac_shared::{Router, SendOptions, Topology};
 use celeriac_tests::{
-    DemoWorker, GUARD, TestWorker, broker_url, delete_queues, producer_with, unique,
+    DemoWorker, GUARD, TestWorker, broker_url, delete_queues, producer_for, unique,
 };
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use tokio::sync::mpsc;
@@ -49,9 +49,7 @@ async fn in_flight_tasks_finish_and_send_their_results_before_the_worker_exits()
     )
     .await
     .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let handle = producer
         .send::<Sleep>(&SleepArgs { seconds: 0.5 })
         .await
@@ -76,9 +74,7 @@ async fn tasks_still_running_after_the_grace_period_are_requeued() {
     let worker = TestWorker::start_with(config(&queue, Duration::from_millis(200)), registry)
         .await
         .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let id = producer
         .send_with::<Sleep>(&SleepArgs { seconds: 3600.0 }, SendOptions::ignore_result())
         .await
@@ -115,9 +111,7 @@ async fn tasks_still_running_after_the_grace_period_are_requeued() {
 async fn the_demo_worker_exits_zero_on_sigterm_after_finishing_its_task() {
     let queue = unique("sigterm");
     let mut worker = DemoWorker::start(&["--queues", &queue]).await.unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let handle = producer
         .send::<Sleep>(&SleepArgs { seconds: 1.0 })
         .await

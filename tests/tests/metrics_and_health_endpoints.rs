@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use celeriac_shared::demo::{Add, AddArgs, Fail, FailArgs, Sleep, SleepArgs};
-use celeriac_shared::{CallError, Router, SendOptions, Task, Topology};
+use celeriac_shared::{CallError, SendOptions, Task};
 use celeriac_tests::{
-    GUARD, TestWorker, broker_url, close_connections_named, delete_queues, http_get, producer_with,
+    GUARD, TestWorker, broker_url, close_connections_named, delete_queues, http_get, producer_for,
     unique,
 };
 use celeriac_worker::{Backoff, Registry, TaskContext, TaskError, WorkerConfig};
@@ -41,9 +41,7 @@ async fn metrics_count_a_success_and_a_failure_by_task_and_queue() {
         TestWorker::start_serving_metrics(worker_config(&queue), celeriac_worker::demo::registry())
             .await
             .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     assert_eq!(
         producer
@@ -151,9 +149,7 @@ async fn readyz_says_not_ready_while_the_broker_connection_is_down_and_ready_onc
     assert_eq!(http_get(&readyz).await.unwrap().0, 200);
 
     // A task in flight when the connection goes: the worker abandons it.
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let _ignored = producer
         .send_with::<Sleep>(&SleepArgs { seconds: 0.0 }, SendOptions::ignore_result())
         .await

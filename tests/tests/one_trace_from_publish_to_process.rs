@@ -10,9 +10,9 @@
 #![allow(clippy::unwrap_used)]
 
 use celeriac_shared::demo::{Add, AddArgs, Fail, FailArgs, Flaky, FlakyArgs};
-use celeriac_shared::{CallError, Router, Task, Topology};
+use celeriac_shared::{CallError, Task};
 use celeriac_tests::spans::{SpanRecorder, attribute, is_child_of};
-use celeriac_tests::{GUARD, TestWorker, broker_url, delete_queues, producer_with, unique};
+use celeriac_tests::{GUARD, TestWorker, broker_url, delete_queues, producer_for, unique};
 use celeriac_worker::{
     ProducerSpan, Registry, RetryPolicy, TaskContext, TaskError, TaskOptions, WorkerConfig,
 };
@@ -97,9 +97,7 @@ async fn publish_and_process_spans_form_one_trace_with_the_callers_span() {
     let worker = TestWorker::start_with(worker_config(&queue), registry())
         .await
         .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let handle = producer
         .send::<Add>(&AddArgs { x: 2, y: 3 })
@@ -210,9 +208,7 @@ async fn in_link_mode_the_process_span_starts_a_trace_linked_to_the_publish() {
         ..worker_config(&queue)
     };
     let worker = TestWorker::start_with(config, registry()).await.unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let handle = producer.send::<Add>(&AddArgs { x: 1, y: 1 }).await.unwrap();
     let task_id = handle.id().to_owned();
@@ -247,9 +243,7 @@ async fn a_retried_tasks_attempts_stay_in_the_trace() {
     let worker = TestWorker::start_with(worker_config(&queue), registry())
         .await
         .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let handle = producer
         .send::<Flaky>(&FlakyArgs { failures: 1 })
@@ -301,9 +295,7 @@ async fn a_failing_or_panicking_handler_records_the_error_on_its_span() {
     let worker = TestWorker::start_with(worker_config(&queue), registry())
         .await
         .unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     for (task, expected_type) in [(Fail::NAME, "Reject"), (Panics::NAME, "Panic")] {
         let handle = producer

@@ -6,10 +6,10 @@
 
 use celeriac_producer::{Error, Producer, ProducerConfig};
 use celeriac_shared::demo::{Add, AddArgs};
-use celeriac_shared::{DeadLetter, DeadLetterTopology, Router, SendOptions, TaskMessage, Topology};
+use celeriac_shared::{DeadLetter, DeadLetterTopology, Router, SendOptions, TaskMessage};
 use celeriac_tests::{
     DemoWorker, GUARD, broker_url, channel, consume, delete_queues, get_one, message_count,
-    next_delivery, producer_with, publish_raw, unique, workspace_binary,
+    next_delivery, producer_for, publish_raw, unique, workspace_binary,
 };
 use chrono::Utc;
 use serde_json::{Map, Value, json};
@@ -103,9 +103,7 @@ async fn a_worker_dead_letters_an_oversize_message_unparsed_and_byte_for_byte() 
         .await
         .unwrap();
 
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let handle = producer.send::<Add>(&AddArgs { x: 2, y: 3 }).await.unwrap();
     assert_eq!(
         handle.wait(GUARD).await.unwrap(),

@@ -6,11 +6,9 @@
 use std::time::Duration;
 
 use celeriac_shared::demo::{Fail, FailArgs, Flaky, FlakyArgs};
-use celeriac_shared::{
-    CallError, DeadLetter, DeadLetterTopology, Router, Task, TaskMessage, Topology,
-};
+use celeriac_shared::{CallError, DeadLetter, DeadLetterTopology, Task, TaskMessage};
 use celeriac_tests::{
-    GUARD, TestWorker, channel, delete_queues, next_delivery, producer_with, unique,
+    GUARD, TestWorker, channel, delete_queues, next_delivery, producer_for, unique,
 };
 use celeriac_worker::{Backoff, Registry, RetryPolicy, TaskError, TaskOptions};
 use lapin::options::BasicConsumeOptions;
@@ -61,9 +59,7 @@ async fn a_flaky_task_is_retried_through_the_broker_until_it_succeeds() {
         celeriac_worker::demo::flaky(args, ctx)
     });
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let sent = Instant::now();
     let attempts_made = producer
@@ -113,9 +109,7 @@ async fn backoff_delays_grow_between_retries() {
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
     let (_connection, channel) = channel().await.unwrap();
     let mut dead = dead_letters(&channel, &queue).await;
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let handle = producer
         .send::<AlwaysFails>(&("payload".to_owned(),))
@@ -161,9 +155,7 @@ async fn an_always_failing_task_ends_in_the_dead_letter_queue_with_its_error() {
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
     let (_connection, channel) = channel().await.unwrap();
     let mut dead = dead_letters(&channel, &queue).await;
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let handle = producer
         .send::<AlwaysFails>(&("report.pdf".to_owned(),))
@@ -196,9 +188,7 @@ async fn a_rejecting_task_goes_to_the_dead_letter_queue_at_once() {
         .unwrap();
     let (_connection, channel) = channel().await.unwrap();
     let mut dead = dead_letters(&channel, &queue).await;
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let handle = producer
         .send::<Fail>(&FailArgs {
@@ -224,9 +214,7 @@ async fn a_dead_letter_never_expires_even_if_its_task_had_an_expiry() {
         .unwrap();
     let (_connection, channel) = channel().await.unwrap();
     let mut dead = dead_letters(&channel, &queue).await;
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let options = celeriac_shared::SendOptions {
         expires: Some(Duration::from_secs(60)),
         ..celeriac_shared::SendOptions::default()

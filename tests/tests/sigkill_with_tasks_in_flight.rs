@@ -7,9 +7,9 @@ use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use celeriac_shared::{Router, SendOptions, Topology};
+use celeriac_shared::SendOptions;
 use celeriac_tests::ledger::{self, Record};
-use celeriac_tests::{GUARD, TestWorker, broker_url, delete_queues, producer_with, unique};
+use celeriac_tests::{GUARD, TestWorker, broker_url, delete_queues, producer_for, unique};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
@@ -20,9 +20,7 @@ const TASKS: usize = 1000;
 async fn no_task_is_lost_when_a_worker_is_killed_with_a_thousand_in_flight() {
     let queue = unique("sigkill");
     let ledger_path = std::env::temp_dir().join(format!("{queue}.ledger"));
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     producer.declare_queue(&queue).await.unwrap();
 
     let mut doomed = tokio::process::Command::new(env!("CARGO_BIN_EXE_ledger-worker"))

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use celeriac_shared::demo::{Add, AddArgs, Sleep, SleepArgs};
-use celeriac_shared::{DeadLetterTopology, Router, SendOptions, TaskMessage, TaskState, Topology};
+use celeriac_shared::{DeadLetterTopology, SendOptions, TaskMessage, TaskState};
 use celeriac_tests::{
     GUARD, TestWorker, channel, consume, declare_plain_queue, delete_queues, next_delivery,
-    producer_with, publish_raw, unique,
+    producer_for, publish_raw, unique,
 };
 use celeriac_worker::{Registry, RetryPolicy, TaskError, TaskOptions};
 use chrono::Utc;
@@ -26,9 +26,7 @@ async fn a_task_over_its_time_limit_is_cancelled_and_fails() {
     };
     registry.register_with::<Sleep, _, _>(options, celeriac_worker::demo::sleep);
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let started = Instant::now();
     let err = producer
@@ -106,9 +104,7 @@ async fn an_expired_task_is_not_run_and_its_caller_gets_revoked() {
     assert_eq!(failure.exc_type, "TaskRevokedError");
 
     // A following task runs; the expired one never did.
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     assert_eq!(
         producer
             .call::<Add>(&AddArgs { x: 2, y: 2 }, GUARD)

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use celeriac_shared::demo::{Add, AddArgs};
-use celeriac_shared::{Router, SendOptions, Task, TaskMessage, Topology};
-use celeriac_tests::{GUARD, TestWorker, channel, delete_queues, get_one, producer_with, unique};
+use celeriac_shared::{SendOptions, Task, TaskMessage};
+use celeriac_tests::{GUARD, TestWorker, channel, delete_queues, get_one, producer_for, unique};
 use celeriac_worker::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -46,9 +46,7 @@ async fn typed_arguments_arrive_intact_and_the_output_comes_back() {
         async move { Ok(pages) }
     });
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let args = ReportArgs {
         title: "Q3 \"numbers\" ✓".into(),
@@ -75,9 +73,7 @@ async fn kwargs_positional_and_mixed_arguments_all_decode() {
         async move { Ok(args.x + args.y) }
     });
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
 
     let kwargs = |v: Value| v.as_object().cloned().unwrap();
     let forms: [(Vec<Value>, Map<String, Value>, i64); 3] = [
@@ -108,9 +104,7 @@ async fn kwargs_positional_and_mixed_arguments_all_decode() {
 #[tokio::test(flavor = "multi_thread")]
 async fn structs_travel_as_kwargs_and_tuples_as_positional_args() {
     let queue = unique("wire-form");
-    let producer = producer_with(Router::new(vec![], &queue), Topology::default())
-        .await
-        .unwrap();
+    let producer = producer_for(&queue).await.unwrap();
     let (_connection, channel) = channel().await.unwrap();
 
     let _ = producer
