@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use celeriac_shared::{BrokerUrl, QueueDef, SendOptions, Task, TaskMessage, encode_arguments};
+use celeriac_shared::{
+    BrokerUrl, DeadLetterTopology, QueueDef, SendOptions, Task, TaskMessage, encode_arguments,
+};
 use chrono::Utc;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -105,12 +107,15 @@ impl Broker {
         Ok(name)
     }
 
-    /// Deletes a queue and its exchange (best effort).
+    /// Deletes a queue, the dead-letter queue a celeriac worker declared
+    /// for it, and its exchange (best effort).
     pub(crate) async fn delete_queue(&self, queue: &str) {
-        let _ = self
-            .channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await;
+        for name in [queue, DeadLetterTopology::queue_name(queue).as_str()] {
+            let _ = self
+                .channel
+                .queue_delete(name.into(), QueueDeleteOptions::default())
+                .await;
+        }
         let _ = self
             .channel
             .exchange_delete(queue.into(), Default::default())
