@@ -123,7 +123,9 @@ pub(crate) async fn authenticate(
         .into_response()
 }
 
-/// Adds the security headers to every response.
+/// Adds the security headers to every response. The referrer policy is
+/// `same-origin`, not `no-referrer`: under `no-referrer` browsers send
+/// `Origin: null` with form posts, which the origin check must refuse.
 pub(crate) async fn secure_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -137,7 +139,7 @@ pub(crate) async fn secure_headers(request: Request, next: Next) -> Response {
     );
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
