@@ -124,7 +124,10 @@ async fn wait_for_text(
         if tokio::time::Instant::now() > deadline {
             let url = browser.current_url().await.map(|u| u.to_string());
             let page = browser
-                .execute("return document.body ? document.body.innerText : '';", vec![])
+                .execute(
+                    "return document.body ? document.body.innerText : '';",
+                    vec![],
+                )
                 .await
                 .unwrap_or_default();
             bail!(
