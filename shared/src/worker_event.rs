@@ -199,8 +199,9 @@ impl WorkerEvent {
 mod tests {
     use super::*;
 
-    /// A heartbeat as Celery 5.7's worker sends it (`celery -A app worker
-    /// -E`), captured from the `celeryev` exchange.
+    /// A heartbeat with the keys and types Celery 5.7's worker sends
+    /// (`celery -A app worker -E`; see `Heart._send` and
+    /// `EventDispatcher._prepare_event`).
     const CELERY_HEARTBEAT: &str = r#"{"hostname": "celery@vm", "utcoffset": 0,
         "pid": 4242, "clock": 17, "freq": 2.0, "active": 1, "processed": 12,
         "loadavg": [0.5, 0.25, 0.1], "sw_ident": "py-celery", "sw_ver": "5.7.0",

@@ -413,3 +413,57 @@ async fn without_the_management_api_counts_come_from_amqp_and_rates_are_unavaila
         "the page says why rates are missing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_celery_worker_started_with_events_is_listed() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let producer = producer_on(vhost.url()).await.unwrap();
+    let dashboard = Dashboard::new(&producer, fast_config(&["celery"]));
+    let _running = dashboard.start();
+    let app = dashboard.router();
+    let node = unique("pyevents");
+    let celery = tokio::process::Command::new(celeriac_tests::celery_python().unwrap())
+        .args([
+            "-m", "celery", "-A", "pytasks", "worker", "-P", "solo", "-E",
+        ])
+        .args([
+            "-n",
+            &format!("{node}@%h"),
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .current_dir(celeriac_tests::python_dir())
+        .env("CELERIAC_BROKER_URL", vhost.url().expose())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let overview = wait_for_overview(&app, "the Celery worker", |o| {
+        o["workers"].as_array().unwrap().iter().any(|w| {
+            w["hostname"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&node)
+                && w["status"] == "online"
+        })
+    })
+    .await
+    .unwrap();
+    let worker = &overview["workers"][0];
+    assert!(
+        worker["software"]
+            .as_str()
+            .unwrap()
+            .starts_with("py-celery 5.")
+    );
+    assert!(
+        worker["queues"].as_array().unwrap().is_empty(),
+        "Celery does not say"
+    );
+    assert!(worker["failed"].is_null());
+    drop(celery);
+}
