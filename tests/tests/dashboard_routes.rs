@@ -16,8 +16,8 @@ use celeriac_tests::dashboard::{
     send, wait_for_overview,
 };
 use celeriac_tests::{
-    GUARD, TestWorker, Vhost, celeriac, declare_with_dead_letters, drain_task_ids, init_logging,
-    publish_dead_letters, unique,
+    DemoWorker, GUARD, TestWorker, Vhost, celeriac, declare_with_dead_letters, drain_task_ids,
+    http_get, init_logging, publish_dead_letters, unique,
 };
 use celeriac_worker::WorkerConfig;
 use lapin::{Connection, ConnectionProperties};
@@ -222,6 +222,21 @@ async fn dead_letters_are_listed_escaped_replayed_and_deleted_after_confirmation
         .await
         .unwrap();
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    let paged = DashboardConfig {
+        page_size: 2,
+        ..fast_config(&[&queue])
+    };
+    let paged = Dashboard::new(&producer, paged).router();
+    let first = get(&paged, &format!("/dead-letters?queue={queue}"))
+        .await
+        .unwrap();
+    assert!(first.body.contains("1–2 of 3") && first.body.contains("rel=\"next\""));
+    assert!(first.body.contains(ids[1].as_str()) && !first.body.contains(ids[2].as_str()));
+    let second = format!("/dead-letters?queue={queue}&page=1");
+    let second = get(&paged, &second).await.unwrap();
+    assert!(second.body.contains("3–3 of 3") && second.body.contains("rel=\"prev\""));
+    assert!(second.body.contains(ids[2].as_str()) && !second.body.contains(ids[0].as_str()));
 
     let csrf = csrf_of(&list.body).unwrap();
     let one = format!("queue={queue}&action=replay-selected&id={}", ids[0]);
@@ -466,4 +481,32 @@ async fn a_python_celery_worker_started_with_events_is_listed() {
     );
     assert!(worker["failed"].is_null());
     drop(celery);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_serves_the_dashboard_on_the_address_it_prints() {
+    init_logging();
+    let mut cli = DemoWorker::spawn_program(
+        "celeriac",
+        &[
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+            "--management-url",
+            "off",
+        ],
+        &[],
+    )
+    .unwrap();
+    let line = cli.wait_for_line("listening on http://").await.unwrap();
+    let base = line.rsplit(' ').next().unwrap().trim().to_owned();
+    let (status, body) = http_get(&format!("{base}/healthz")).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = http_get(&format!("{base}/")).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("data-queue=\"celery\""),
+        "the default queue is shown"
+    );
+    cli.kill().await.unwrap();
 }

@@ -145,12 +145,14 @@ impl Dashboard {
             .map_err(|source| Error::Listen { addr, source })
     }
 
-    /// Serves the dashboard on `listener` until `shutdown` completes.
+    /// Serves the dashboard on `listener` until `shutdown` completes,
+    /// after a first sample (so the first page shown has numbers).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.refresh().await;
         let _running = self.start();
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
