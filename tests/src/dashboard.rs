@@ -1,6 +1,6 @@
 //! Helpers for the dashboard's tests: requests to the app without a
 //! server, waiting for the overview to show something, dead letters with
-//! markup in them.
+//! markup in them, tasks parked in a queue nothing consumes.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use celeriac_producer::{DashboardConfig, Producer, ProducerConfig};
-use celeriac_shared::{BrokerUrl, DeadLetter, TaskMessage};
+use celeriac_shared::{BrokerUrl, DeadLetter, SendOptions, TaskMessage};
 use chrono::Utc;
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
@@ -143,4 +143,25 @@ pub fn markup_dead_letter(queue: &str) -> (TaskMessage, DeadLetter) {
         original_routing_key: queue.into(),
     };
     (message, letter)
+}
+
+/// Sends `count` tasks to `queue`, which nothing consumes.
+pub async fn park_tasks(
+    producer: &Producer,
+    queue: &str,
+    count: usize,
+    countdown: Option<Duration>,
+) -> anyhow::Result<()> {
+    for _ in 0..count {
+        let options = SendOptions {
+            queue: Some(queue.to_owned()),
+            ignore_result: true,
+            countdown,
+            ..SendOptions::default()
+        };
+        let _sent = producer
+            .send_raw::<Value>("demo.add", vec![json!(1), json!(2)], Map::new(), options)
+            .await?;
+    }
+    Ok(())
 }
