@@ -149,7 +149,36 @@ fn pager(filter: &Filter, start: usize, shown: usize, total: usize) -> String {
 /// One dead letter: everything it carried, the error chain, the trace
 /// link, and replay and delete buttons.
 pub(crate) fn detail_page(entry: &DeadLetterEntry, jaeger: Option<&str>, csrf: &str) -> String {
-    let text = |v: &Option<String>| escape(v.as_deref().unwrap_or("–"));
+    let json = |v: serde_json::Value| escape(&serde_json::to_string_pretty(&v).unwrap_or_default());
+    let args = entry.args.clone().map(serde_json::Value::from);
+    let kwargs = entry.kwargs.clone().map(serde_json::Value::Object);
+    let invalid = entry.decode_error.as_ref().map_or(String::new(), |e| {
+        format!("<p class=\"problem\">Not a valid task: {}</p>", escape(e))
+    });
+    let body = format!(
+        "<table class=\"detail\">{}</table>{}\
+         <h2>Arguments</h2><pre class=\"args\">{}</pre><pre class=\"kwargs\">{}</pre>\
+         <h2>Error chain</h2><pre class=\"traceback\">{}</pre>{invalid}\
+         <h2>Headers</h2><pre class=\"headers\">{}</pre>\
+         <p><a href=\"/dead-letters?queue={}\">back to the list</a></p>",
+        detail_rows(entry, jaeger),
+        detail_buttons(entry, csrf),
+        args.map_or("–".into(), json),
+        kwargs.map_or("–".into(), json),
+        text(&entry.traceback),
+        json(serde_json::Value::Object(entry.headers.clone())),
+        url_part(&entry.queue),
+    );
+    page(Tab::DeadLetters, "Dead letter", &body)
+}
+
+/// An optional text, escaped, or `–`.
+fn text(value: &Option<String>) -> String {
+    escape(value.as_deref().unwrap_or("–"))
+}
+
+/// The table of what a dead letter is, why it died and where it was sent.
+fn detail_rows(entry: &DeadLetterEntry, jaeger: Option<&str>) -> String {
     let trace = match (&entry.trace_id, jaeger) {
         (Some(id), Some(base)) => format!(
             "<a class=\"trace\" href=\"{}/trace/{}\">{} (Jaeger)</a>",
@@ -160,9 +189,12 @@ pub(crate) fn detail_page(entry: &DeadLetterEntry, jaeger: Option<&str>, csrf: &
         (Some(id), None) => escape(id),
         (None, _) => "–".to_owned(),
     };
-    let json = |v: serde_json::Value| escape(&serde_json::to_string_pretty(&v).unwrap_or_default());
-    let args = entry.args.clone().map(serde_json::Value::from);
-    let kwargs = entry.kwargs.clone().map(serde_json::Value::Object);
+    let published = format!(
+        "{} / {}",
+        text(&entry.original_exchange),
+        text(&entry.original_routing_key)
+    );
+    let failed_at = entry.failed_at.map_or("–".into(), |t| t.to_rfc3339());
     let fields = [
         ("Queue", escape(&entry.queue)),
         ("Task id", text(&entry.task_id)),
@@ -171,58 +203,31 @@ pub(crate) fn detail_page(entry: &DeadLetterEntry, jaeger: Option<&str>, csrf: &
         ("Error", escape(&entry.short_error())),
         ("Retries", entry.retries.to_string()),
         ("Replayed before", entry.replay_count.to_string()),
-        (
-            "Failed at",
-            entry.failed_at.map_or("–".into(), |t| t.to_rfc3339()),
-        ),
+        ("Failed at", failed_at),
         ("Worker", text(&entry.worker)),
-        (
-            "Published to",
-            format!(
-                "{} / {}",
-                text(&entry.original_exchange),
-                text(&entry.original_routing_key)
-            ),
-        ),
+        ("Published to", published),
         ("Trace", trace),
         ("Body", format!("{} bytes", entry.body_size)),
     ];
-    let rows: String = fields
+    fields
         .iter()
         .map(|(k, v)| format!("<tr><th>{k}</th><td>{v}</td></tr>"))
-        .collect();
-    let id = entry.task_id.as_deref().unwrap_or_default();
-    let buttons = match id.is_empty() {
-        true => String::new(),
-        false => format!(
-            "<form method=\"post\" action=\"/dead-letters/confirm\" class=\"actions\">{}{}{}\
-             <button name=\"action\" value=\"replay-selected\">Replay</button>\
-             <button name=\"action\" value=\"delete-selected\" class=\"danger\">Delete</button></form>",
-            csrf_field(csrf),
-            hidden("queue", &entry.queue),
-            hidden("id", id),
-        ),
+        .collect()
+}
+
+/// Replay and Delete for this dead letter alone (none without a task id).
+fn detail_buttons(entry: &DeadLetterEntry, csrf: &str) -> String {
+    let Some(id) = entry.task_id.as_deref().filter(|id| !id.is_empty()) else {
+        return String::new();
     };
-    let body = format!(
-        "<table class=\"detail\">{rows}</table>{buttons}\
-         <h2>Arguments</h2><pre class=\"args\">{}</pre><pre class=\"kwargs\">{}</pre>\
-         <h2>Error chain</h2><pre class=\"traceback\">{}</pre>{}\
-         <h2>Headers</h2><pre class=\"headers\">{}</pre>\
-         <p><a href=\"/dead-letters?queue={}\">back to the list</a></p>",
-        args.map_or("–".into(), json),
-        kwargs.map_or("–".into(), json),
-        text(&entry.traceback),
-        entry
-            .decode_error
-            .as_ref()
-            .map_or(String::new(), |e| format!(
-                "<p class=\"problem\">Not a valid task: {}</p>",
-                escape(e)
-            )),
-        json(serde_json::Value::Object(entry.headers.clone())),
-        url_part(&entry.queue),
-    );
-    page(Tab::DeadLetters, "Dead letter", &body)
+    format!(
+        "<form method=\"post\" action=\"/dead-letters/confirm\" class=\"actions\">{}{}{}\
+         <button name=\"action\" value=\"replay-selected\">Replay</button>\
+         <button name=\"action\" value=\"delete-selected\" class=\"danger\">Delete</button></form>",
+        csrf_field(csrf),
+        hidden("queue", &entry.queue),
+        hidden("id", id),
+    )
 }
 
 /// The confirmation step: what the action would take, and the button that

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::html::{Tab, count, escape, live, page, rate, url_part};
-use super::overview::Overview;
+use super::overview::{Overview, QueueRow};
 use super::throughput::Sample;
 use super::worker_list::WorkerStatus;
 
@@ -20,38 +20,58 @@ pub(crate) fn overview_page(overview: &Overview, refresh_ms: u128, window_s: u64
 
 /// The queues table, the throughput chart and the totals.
 pub(crate) fn overview_fragment(overview: &Overview, window_s: u64) -> String {
-    let mut rows = String::new();
-    for q in &overview.queues {
-        let dead = match q.dead_letters {
-            Some(n) if n > 0 => format!(
-                "<a href=\"/dead-letters?queue={}\">{n}</a>",
-                url_part(&q.name)
-            ),
-            other => count(other),
-        };
-        let name = match q.exists {
-            true => escape(&q.name),
-            false => format!("{} <small>(not declared)</small>", escape(&q.name)),
-        };
-        rows.push_str(&format!(
-            "<tr data-queue=\"{}\"><td class=\"name\">{name}</td><td class=\"ready\">{}</td>\
-             <td class=\"unacked\">{}</td><td class=\"consumers\">{}</td>\
-             <td class=\"publish-rate\">{}</td><td class=\"deliver-rate\">{}</td>\
-             <td class=\"dead-letters\">{dead}</td><td class=\"delayed\">{}</td></tr>",
-            escape(&q.name),
-            q.ready,
-            count(q.unacked),
-            q.consumers,
-            rate(q.publish_rate),
-            rate(q.deliver_rate),
-            count(q.delayed),
-        ));
-    }
+    let rows: String = overview.queues.iter().map(queue_row).collect();
     let online = overview
         .workers
         .iter()
         .filter(|w| w.status == WorkerStatus::Online)
         .count();
+    format!(
+        "<p class=\"summary\">{online} worker(s) online · {} waiting in the delay ladder{} · \
+         sampled {}</p>{}\
+         <table class=\"queues\"><thead><tr><th>Queue</th><th>Ready</th><th>Unacked</th>\
+         <th>Consumers</th><th>Publish</th><th>Deliver</th><th>Dead letters</th>\
+         <th>Delayed</th></tr></thead><tbody>{rows}</tbody></table>\
+         <h2>Throughput, last {} min</h2>{}",
+        count(overview.delayed_total),
+        scanned(overview.delay_scanned_at),
+        time(overview.taken_at),
+        notes(overview),
+        window_s / 60,
+        chart(&overview.throughput, window_s),
+    )
+}
+
+/// One queue's row.
+fn queue_row(q: &QueueRow) -> String {
+    let dead = match q.dead_letters {
+        Some(n) if n > 0 => format!(
+            "<a href=\"/dead-letters?queue={}\">{n}</a>",
+            url_part(&q.name)
+        ),
+        other => count(other),
+    };
+    let name = match q.exists {
+        true => escape(&q.name),
+        false => format!("{} <small>(not declared)</small>", escape(&q.name)),
+    };
+    format!(
+        "<tr data-queue=\"{}\"><td class=\"name\">{name}</td><td class=\"ready\">{}</td>\
+         <td class=\"unacked\">{}</td><td class=\"consumers\">{}</td>\
+         <td class=\"publish-rate\">{}</td><td class=\"deliver-rate\">{}</td>\
+         <td class=\"dead-letters\">{dead}</td><td class=\"delayed\">{}</td></tr>",
+        escape(&q.name),
+        q.ready,
+        count(q.unacked),
+        q.consumers,
+        rate(q.publish_rate),
+        rate(q.deliver_rate),
+        count(q.delayed),
+    )
+}
+
+/// Why some numbers are missing: no management API, the broker's errors.
+fn notes(overview: &Overview) -> String {
     let mut notes = String::new();
     if !overview.management {
         notes.push_str(
@@ -62,19 +82,7 @@ pub(crate) fn overview_fragment(overview: &Overview, window_s: u64) -> String {
     for problem in &overview.problems {
         notes.push_str(&format!("<p class=\"problem\">{}</p>", escape(problem)));
     }
-    format!(
-        "<p class=\"summary\">{online} worker(s) online · {} waiting in the delay ladder{} · \
-         sampled {}</p>{notes}\
-         <table class=\"queues\"><thead><tr><th>Queue</th><th>Ready</th><th>Unacked</th>\
-         <th>Consumers</th><th>Publish</th><th>Deliver</th><th>Dead letters</th>\
-         <th>Delayed</th></tr></thead><tbody>{rows}</tbody></table>\
-         <h2>Throughput, last {} min</h2>{}",
-        count(overview.delayed_total),
-        scanned(overview.delay_scanned_at),
-        time(overview.taken_at),
-        window_s / 60,
-        chart(&overview.throughput, window_s),
-    )
+    notes
 }
 
 /// The Workers page around its first fragment.
