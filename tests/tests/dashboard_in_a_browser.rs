@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium, driven through chromedriver:
 //! the overview's counts change live as tasks are published, a dead
-//! letter is opened, replayed after confirmation, and leaves the list.
+//! letter is opened, replayed after confirmation, and leaves the list; the
+//! Workers page lists a running worker.
 //! Screenshots go to `target/dashboard-screenshots/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/ensure-chromium`
@@ -16,9 +17,10 @@ use celeriac_producer::Dashboard;
 use celeriac_shared::SendOptions;
 use celeriac_tests::dashboard::{fast_config, markup_dead_letter, producer_on};
 use celeriac_tests::{
-    GUARD, Vhost, declare_with_dead_letters, drain_task_ids, init_logging, publish_dead_letters,
-    unique,
+    GUARD, TestWorker, Vhost, declare_with_dead_letters, drain_task_ids, init_logging,
+    publish_dead_letters, unique,
 };
+use celeriac_worker::WorkerConfig;
 use fantoccini::{Client, ClientBuilder, Locator};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::{Map, Value, json};
@@ -165,6 +167,17 @@ async fn an_operator_watches_counts_change_and_replays_a_dead_letter_in_a_browse
         .await
         .unwrap();
 
+    let worker_queue = unique("browser-worker");
+    let config = WorkerConfig {
+        broker_url: vhost.url(),
+        queues: vec![worker_queue.clone()],
+        heartbeat_interval: Some(Duration::from_millis(200)),
+        ..WorkerConfig::default()
+    };
+    let worker = TestWorker::start_with(config, celeriac_worker::demo::registry())
+        .await
+        .unwrap();
+
     let dashboard = Dashboard::new(&producer, fast_config(&[&queue]));
     let listener = dashboard
         .bind("127.0.0.1:0".parse().unwrap())
@@ -270,7 +283,18 @@ async fn an_operator_watches_counts_change_and_replays_a_dead_letter_in_a_browse
     screenshot(&browser, "dead-letters-after-replay")
         .await
         .unwrap();
+
+    browser.goto(&format!("{base}/workers")).await.unwrap();
+    wait_for_text(&browser, "tr[data-worker] td.status", |t| t == "online")
+        .await
+        .unwrap();
+    let queues = wait_for_text(&browser, "tr[data-worker] td.queues", |t| !t.is_empty())
+        .await
+        .unwrap();
+    assert_eq!(queues, worker_queue);
+    screenshot(&browser, "workers").await.unwrap();
     browser.close().await.unwrap();
+    worker.stop().await.unwrap();
 
     assert_eq!(
         drain_task_ids(&channel, &queue).await.unwrap().last(),
