@@ -111,6 +111,24 @@ pub enum Error {
         /// The configured limit.
         after: Duration,
     },
+    /// The dashboard was asked to listen on an address other machines can
+    /// reach without a token to protect it.
+    #[error(
+        "refusing to serve the dashboard on {addr} without a token: anyone who reaches it could replay and delete dead letters; set a token (--token or CELERIAC_DASHBOARD_TOKEN) or listen on 127.0.0.1"
+    )]
+    Unprotected {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+    },
+    /// The dashboard could not listen on its address.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The operation did not complete in time.
     #[error("{operation} timed out after {after:?}")]
     Timeout {
@@ -145,6 +163,8 @@ impl Error {
             | Error::QueueBusy { .. }
             | Error::ConsumerEnded { .. }
             | Error::Unconfirmed { .. }
+            | Error::Unprotected { .. }
+            | Error::Listen { .. }
             | Error::Timeout { .. } => false,
         }
     }

@@ -15,6 +15,9 @@
 //! Operators inspect the broker with [`DeadLetters`] (list, show, replay
 //! and purge dead letters) and [`DelayedTasks`] (what waits in the delay
 //! ladder), as the `celeriac dlq` and `celeriac retries` commands do.
+//! [`Dashboard`] serves the same in a browser (`celeriac dashboard`), with
+//! queue counts and rates, the workers' heartbeats and a throughput chart.
+//!
 //! Each publish is a `publish <exchange>:<routing key>` span (a child of
 //! the caller's current `tracing` span) whose W3C trace context goes into
 //! the message's `traceparent` header, so the worker's processing joins
@@ -44,6 +47,7 @@ mod inspect;
 mod producer;
 mod replies;
 mod tracing_span;
+mod web;
 
 pub use config::ProducerConfig;
 pub use error::Error;
@@ -54,3 +58,4 @@ pub use inspect::{
     PurgeSummary, QueueDelays, ReplayFailure, ReplaySummary, Selection,
 };
 pub use producer::{Producer, QueueStats};
+pub use web::{Dashboard, DashboardConfig, Running};

@@ -99,5 +99,7 @@ fn error_type(err: &Error) -> &'static str {
         Error::Unconfirmed { .. } => "unconfirmed",
         Error::Stalled { .. } => "stalled",
         Error::Timeout { .. } => "timeout",
+        Error::Unprotected { .. } => "unprotected",
+        Error::Listen { .. } => "listen",
     }
 }

@@ -10,6 +10,8 @@
 //! - [`Config`]: routing and topology loaded from a TOML file.
 //! - [`Sender`]: the sending interface shared by the AMQP producer and the
 //!   worker's eager runner.
+//! - [`WorkerEvent`]: Celery's worker events (online, heartbeat, offline)
+//!   that workers publish and monitors such as the dashboard consume.
 //! - [`trace_context`]: W3C `traceparent`, `tracestate` and `baggage` in
 //!   task message headers, as opentelemetry-instrumentation-celery carries
 //!   them.
@@ -41,6 +43,7 @@ mod task_headers;
 mod time_limit;
 mod topology;
 pub mod trace_context;
+mod worker_event;
 
 pub use arguments::{decode_arguments, encode_arguments};
 pub use broker_error::{is_not_found, is_transient};
@@ -64,6 +67,10 @@ pub use task::Task;
 pub use task_headers::TaskHeaders;
 pub use time_limit::TimeLimit;
 pub use topology::{Destination, ExchangeDef, ExchangeType, QueueDef, QueueType, Topology};
+pub use worker_event::{
+    DEFAULT_HEARTBEAT_INTERVAL, EVENT_EXCHANGE, WORKER_EVENTS_BINDING, WorkerEvent,
+    WorkerEventKind, declare_event_exchange,
+};
 
 /// The default queue, exchange and routing key name, as in Celery.
 pub const DEFAULT_QUEUE: &str = "celery";

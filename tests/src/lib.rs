@@ -6,6 +6,7 @@
 //! makes sure one answers.
 
 pub mod certificates;
+pub mod dashboard;
 mod dead_letters;
 pub mod ledger;
 mod otlp_receiver;

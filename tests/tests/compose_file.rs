@@ -161,6 +161,22 @@ fn the_stocks_service_listens_on_8080_and_sends_to_the_stocks_queue() {
 }
 
 #[test]
+fn the_dashboard_listens_beyond_localhost_only_with_a_token() {
+    let dashboard = service("dashboard");
+    let words = command_words(&dashboard);
+    assert_eq!(&words[..2], ["celeriac", "dashboard"]);
+    let listen = words.iter().position(|word| word == "--listen").unwrap();
+    assert_eq!(words[listen + 1], "0.0.0.0:8080");
+    assert!(ports(&dashboard).iter().any(|p| p == "8081:8080"));
+    let token = env_var(&dashboard, "CELERIAC_DASHBOARD_TOKEN").unwrap();
+    assert!(!token.is_empty(), "a non-loopback dashboard needs a token");
+    let management = env_var(&dashboard, "CELERIAC_MANAGEMENT_URL").unwrap();
+    assert_eq!(management, "http://rabbitmq:15672");
+    let broker = env_var(&dashboard, "CELERIAC_BROKER_URL").unwrap();
+    assert_eq!(url_host(&broker), "rabbitmq");
+}
+
+#[test]
 fn rabbitmq_publishes_amqp_and_management_ports() {
     let rabbitmq = service("rabbitmq");
     assert!(rabbitmq["image"].as_str().unwrap().contains("management"));

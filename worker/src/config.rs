@@ -63,6 +63,12 @@ pub struct WorkerConfig {
     /// `publish` span or starts its own trace with a link to it. Defaults
     /// to [`ProducerSpan::Parent`].
     pub producer_span: ProducerSpan,
+    /// How often the worker publishes a Celery `worker-heartbeat` event
+    /// (with `worker-online` on connecting and `worker-offline` on
+    /// shutdown) to the `celeryev` exchange, for the dashboard and
+    /// Celery's monitors; `None` sends no events. Defaults to 2 s, the
+    /// interval of Celery workers started with `-E`.
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -87,6 +93,7 @@ impl Default for WorkerConfig {
             connect_timeout: Duration::from_secs(30),
             metrics_addr: None,
             producer_span: ProducerSpan::default(),
+            heartbeat_interval: Some(celeriac_shared::DEFAULT_HEARTBEAT_INTERVAL),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::metrics::{Metrics, UNKNOWN_TASK};
 use crate::publisher::{
     DELIVERIES_HEADER, Publisher, QUORUM_DELIVERIES_HEADER, task_id, task_name,
 };
+use crate::tally::Tally;
 use crate::{ProducerSpan, Registry, RetryPolicy, spans};
 
 /// Everything needed to handle deliveries, shared by all in-flight tasks.
@@ -39,6 +40,8 @@ pub(crate) struct Dispatcher {
     pub(crate) node: String,
     /// Counts tasks when the worker serves metrics.
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// Counts what heartbeats announce, always.
+    pub(crate) tally: Arc<Tally>,
     /// Whether a task's process span is a child of, or linked to, the
     /// producer's publish span.
     pub(crate) producer_span: ProducerSpan,
@@ -70,6 +73,7 @@ impl Dispatcher {
     pub(crate) async fn dispatch(&self, source: &Source, delivery: Delivery) {
         let span = spans::process(&source.queue, &delivery, self.producer_span);
         let _in_flight = self.metrics.as_deref().map(Metrics::in_flight);
+        let _counted = self.tally.in_flight();
         self.handle(source, delivery).instrument(span).await;
     }
 
@@ -260,6 +264,7 @@ impl Dispatcher {
         started: Instant,
     ) {
         spans::record_outcome(&Span::current(), outcome, task, disposition);
+        self.tally.finished(outcome);
         if let Some(metrics) = &self.metrics {
             let task = self.metric_task(task);
             metrics.finished(task, queue, outcome, disposition, started.elapsed());

@@ -34,6 +34,12 @@
 //! [`WorkerConfig::metrics_addr`] set, the worker serves Prometheus
 //! metrics, `/healthz` and `/readyz`.
 //!
+//! Every [`WorkerConfig::heartbeat_interval`] (2 s by default) the worker
+//! publishes a Celery `worker-heartbeat` event to the `celeryev` exchange
+//! with its queues, concurrency and counts, `worker-online` when it
+//! connects and `worker-offline` when it shuts down, so the celeriac
+//! dashboard and Celery's monitors (Flower) list it.
+//!
 //! The [`EagerSender`] runs the same handlers in-process, for unit tests of
 //! application code and for debugging a failing task synchronously.
 
@@ -48,6 +54,7 @@ mod error;
 #[cfg(test)]
 mod fuzz_tests;
 mod health;
+mod heartbeat;
 mod metrics;
 mod metrics_server;
 mod publisher;
@@ -55,6 +62,7 @@ mod registry;
 mod retry;
 mod session;
 mod spans;
+mod tally;
 mod task_error;
 mod worker;
 

@@ -20,8 +20,10 @@ use tracing::{info, warn};
 use crate::acks::{AckTask, Acks};
 use crate::dispatch::{Dispatcher, Source};
 use crate::health::Health;
+use crate::heartbeat::{Heartbeat, Identity};
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use crate::tally::Tally;
 use crate::{Error, Registry, WorkerConfig};
 
 /// What every session of a worker shares.
@@ -34,6 +36,10 @@ pub(crate) struct Shared<'a> {
     pub(crate) health: &'a Arc<Health>,
     /// Counts tasks when the worker serves metrics.
     pub(crate) metrics: &'a Option<Arc<Metrics>>,
+    /// The counts heartbeats announce, always kept.
+    pub(crate) tally: &'a Arc<Tally>,
+    /// What heartbeats say, or `None` when they are off.
+    pub(crate) identity: Option<&'a Arc<Identity>>,
 }
 
 /// Deliveries from all consumed queues, each with where it came from;
@@ -73,6 +79,8 @@ pub(crate) struct Session {
     consumers: Vec<QueueConsumer>,
     deliveries: Deliveries,
     dispatcher: Arc<Dispatcher>,
+    /// The session's heartbeat, when heartbeats are on.
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Session {
@@ -82,8 +90,16 @@ impl Session {
     pub(crate) async fn open(config: &WorkerConfig, shared: &Shared<'_>) -> Result<Self, Error> {
         let connection = connect(config).await?;
         shared.health.connected(connection.status().clone());
-        match start(&connection, config, shared).await {
-            Ok((consumers, deliveries, dispatcher)) => {
+        let started = async {
+            let (consumers, deliveries, dispatcher) = start(&connection, config, shared).await?;
+            let heartbeat = match shared.identity {
+                Some(identity) => Some(Heartbeat::start(&connection, identity).await?),
+                None => None,
+            };
+            Ok::<_, Error>((consumers, deliveries, dispatcher, heartbeat))
+        };
+        match started.await {
+            Ok((consumers, deliveries, dispatcher, heartbeat)) => {
                 let channels = consumers.iter().map(|c| c.channel.status().clone());
                 shared.health.consuming(channels.collect());
                 Ok(Self {
@@ -91,6 +107,7 @@ impl Session {
                     consumers,
                     deliveries,
                     dispatcher,
+                    heartbeat,
                 })
             }
             Err(err) => {
@@ -114,6 +131,7 @@ impl Session {
             consumers,
             mut deliveries,
             dispatcher,
+            heartbeat,
         } = self;
         let mut in_flight = JoinSet::new();
         let lost = pump(
@@ -126,6 +144,7 @@ impl Session {
         .await;
         shared.health.stopped();
         drop(deliveries);
+        let graceful = lost.is_none();
         let ended = match lost {
             None => {
                 stop_consuming(&consumers).await;
@@ -146,6 +165,9 @@ impl Session {
                 Ended::Lost(err)
             }
         };
+        if let (Some(heartbeat), Some(identity)) = (heartbeat, shared.identity) {
+            heartbeat.stop(identity, graceful).await;
+        }
         close(connection, consumers).await;
         ended
     }
@@ -197,6 +219,7 @@ async fn start(
         delivery_limit: config.delivery_limit.max(1),
         node: shared.node.clone(),
         metrics: shared.metrics.clone(),
+        tally: Arc::clone(shared.tally),
         producer_span: config.producer_span,
     });
     Ok((consumers, deliveries, dispatcher))

@@ -11,8 +11,10 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::health::Health;
+use crate::heartbeat::Identity;
 use crate::metrics_server::MetricsServer;
 use crate::session::{Ended, Session, Shared};
+use crate::tally::Tally;
 use crate::{Error, Registry, TaskContext, TaskError, TaskOptions, WorkerConfig};
 
 /// Runs registered task handlers for messages from its queues.
@@ -117,11 +119,17 @@ impl Worker {
         let config = &self.config;
         let mut shutdown = std::pin::pin!(shutdown);
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let tally = Arc::new(Tally::default());
+        let identity = config
+            .heartbeat_interval
+            .map(|_| Arc::new(Identity::new(config, node_name(), Arc::clone(&tally))));
         let shared = Shared {
             registry: &self.registry,
             node: node_name(),
             health: &health,
             metrics: &metrics,
+            tally: &tally,
+            identity: identity.as_ref(),
         };
         let mut failures = 0;
         loop {

@@ -18,6 +18,9 @@ pub struct Selection {
     /// `x-celeriac-failed-at` header; one without it never matches).
     /// Defaults to any time.
     pub failed_before: Option<DateTime<Utc>>,
+    /// Only dead letters whose error (type, message or traceback)
+    /// contains this text, ignoring case. Defaults to any error.
+    pub error: Option<String>,
     /// Stop after this many matches. Defaults to no limit.
     pub limit: Option<usize>,
 }
@@ -56,7 +59,15 @@ impl Selection {
             (Some(cutoff), Some(failed_at)) => failed_at < cutoff,
             (Some(_), None) => false,
         };
-        task && id && age
+        let error = self.error.as_deref().is_none_or(|needle| {
+            let needle = needle.to_lowercase();
+            let fields = [&entry.error_type, &entry.error_message, &entry.traceback];
+            fields
+                .into_iter()
+                .flatten()
+                .any(|text| text.to_lowercase().contains(&needle))
+        });
+        task && id && age && error
     }
 
     /// Whether `matched` matches reach the limit.
@@ -95,6 +106,23 @@ mod tests {
             ..Selection::default()
         };
         assert!(cutoff.matches(&old) && !cutoff.matches(&new));
+    }
+
+    #[test]
+    fn the_error_filter_looks_for_text_in_type_message_and_traceback() {
+        let mut failed = entry("mail.send", "3", "2030-01-01T00:00:00Z");
+        failed.error_type = Some("SmtpError".into());
+        failed.traceback = Some("at line 3: Connection REFUSED".into());
+        let error = |text: &str| Selection {
+            error: Some(text.into()),
+            ..Selection::default()
+        };
+        assert!(error("smtp").matches(&failed));
+        assert!(error("connection refused").matches(&failed));
+        assert!(!error("timeout").matches(&failed));
+        failed.traceback = None;
+        failed.error_type = None;
+        assert!(!error("smtp").matches(&failed), "no error text at all");
     }
 
     #[test]

@@ -43,6 +43,10 @@ struct Args {
     /// `0.0.0.0:9090`. Off when unset.
     #[arg(long, env = "CELERIAC_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Publish a Celery `worker-heartbeat` event this often, e.g. `2s`;
+    /// `off` sends no worker events.
+    #[arg(long, env = "CELERIAC_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = parse_interval)]
+    heartbeat_interval: Interval,
     /// Log lines as `human` text or `json`, one object per line.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -64,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
     config.concurrency = args.concurrency;
     config.grace_period = args.grace_period;
     config.metrics_addr = args.metrics_addr;
+    config.heartbeat_interval = args.heartbeat_interval.0;
     let outcome = Worker::with_registry(config, demo::registry())
         .run(shutdown_signal())
         .await
@@ -72,6 +77,21 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(error = %err, "spans may be lost");
     }
     outcome
+}
+
+/// A heartbeat interval, or `None` for `off`.
+#[derive(Debug, Clone, Copy)]
+struct Interval(Option<Duration>);
+
+fn parse_interval(text: &str) -> Result<Interval, String> {
+    match text {
+        "off" => Ok(Interval(None)),
+        _ => match humantime::parse_duration(text) {
+            Ok(interval) if !interval.is_zero() => Ok(Interval(Some(interval))),
+            Ok(_) => Err("must be more than 0 (or `off`)".into()),
+            Err(err) => Err(err.to_string()),
+        },
+    }
 }
 
 /// Completes on SIGTERM or ctrl-c.

@@ -59,6 +59,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dlq { action } => crate::dlq::run(&producer, &file, action).await,
         Command::Retries(args) => crate::retries::run(&producer, &file, args).await,
+        Command::Dashboard(args) => crate::dashboard::run(&producer, &file, args).await,
         Command::Queues => {
             for queue in configured_queues(&file) {
                 match producer.queue_stats(&queue).await? {

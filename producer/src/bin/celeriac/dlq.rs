@@ -46,6 +46,9 @@ pub(crate) struct ListArgs {
     /// Only tasks whose name matches this glob (`*`, `?`).
     #[arg(long, value_name = "PATTERN")]
     task: Option<String>,
+    /// Only dead letters whose error contains this text (any case).
+    #[arg(long, value_name = "TEXT")]
+    error: Option<String>,
     /// Show at most this many.
     #[arg(long)]
     limit: Option<usize>,
@@ -114,6 +117,7 @@ pub(crate) async fn run(
             let queues = resolve(&dead, file, &args.queues).await?;
             let selection = Selection {
                 task: args.task,
+                error: args.error,
                 limit: args.limit,
                 ..Selection::default()
             };

@@ -10,12 +10,14 @@
 //! celeriac dlq list --queue celery --task 'reports.*'
 //! celeriac dlq replay --all --queue celery
 //! celeriac retries
+//! celeriac dashboard --listen 127.0.0.1:8080
 //! ```
 //!
 //! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each send is exported as a
 //! `publish` span, flushed before the command exits.
 
 mod commands;
+mod dashboard;
 mod dlq;
 mod dlq_output;
 mod retries;
@@ -107,6 +109,8 @@ enum Command {
     },
     /// Show the retries, countdowns and etas waiting in the delay queues.
     Retries(retries::RetriesArgs),
+    /// Serve the web dashboard: queues, workers, dead letters.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 #[derive(Debug, Subcommand)]
