@@ -1,5 +1,5 @@
-//! Logs and trace export for celeriac's binaries (the demo worker, the
-//! `celeriac` CLI, the stocks example), and for yours.
+//! Logs, trace export and the shutdown signal for celeriac's binaries (the
+//! demo worker, the `celeriac` CLI, the stocks example), and for yours.
 //!
 //! This is the edge: it reads the environment, the libraries do not.
 //! [`Telemetry::init`] installs a `tracing` subscriber with
@@ -36,9 +36,11 @@ mod error;
 mod log_format;
 mod logs;
 mod otlp;
+mod shutdown;
 mod telemetry;
 
 pub use error::Error;
 pub use log_format::LogFormat;
 pub use logs::{LogWriter, Logs};
+pub use shutdown::shutdown_signal;
 pub use telemetry::Telemetry;

@@ -92,6 +92,21 @@ fn retry(retries: u32, policy: &RetryPolicy, countdown: Option<Duration>) -> Dis
 }
 
 impl Outcome {
+    /// Whether the outcome is an error: everything but success and an
+    /// expired task (not run, but not an error either).
+    pub(crate) fn is_failure(&self) -> bool {
+        match self {
+            Outcome::Succeeded(_) | Outcome::Expired => false,
+            Outcome::Failed(_)
+            | Outcome::Panicked(_)
+            | Outcome::TimedOut(_)
+            | Outcome::DeliveryLimit(_)
+            | Outcome::UnknownTask
+            | Outcome::BadArguments(_)
+            | Outcome::Undecodable(_) => true,
+        }
+    }
+
     /// A short word for logs.
     pub(crate) fn label(&self) -> &'static str {
         match self {

@@ -183,16 +183,10 @@ pub(crate) fn record_outcome(span: &Span, outcome: &Outcome, task: &str, disposi
 /// The failure of an outcome that is an error; `None` for success and for
 /// an expired task (not run, but not an error either).
 fn failure(outcome: &Outcome, task: &str) -> Option<TaskFailure> {
-    match outcome {
-        Outcome::Succeeded(_) | Outcome::Expired => None,
-        Outcome::Failed(_)
-        | Outcome::Panicked(_)
-        | Outcome::TimedOut(_)
-        | Outcome::DeliveryLimit(_)
-        | Outcome::UnknownTask
-        | Outcome::BadArguments(_)
-        | Outcome::Undecodable(_) => outcome.failure(task),
-    }
+    outcome
+        .is_failure()
+        .then(|| outcome.failure(task))
+        .flatten()
 }
 
 fn disposition_label(disposition: Disposition) -> &'static str {

@@ -36,17 +36,7 @@ impl Tally {
     /// Counts how handling a delivery ended.
     pub(crate) fn finished(&self, outcome: &Outcome) {
         self.processed.fetch_add(1, Ordering::Relaxed);
-        let failed = match outcome {
-            Outcome::Succeeded(_) | Outcome::Expired => false,
-            Outcome::Failed(_)
-            | Outcome::Panicked(_)
-            | Outcome::TimedOut(_)
-            | Outcome::DeliveryLimit(_)
-            | Outcome::UnknownTask
-            | Outcome::BadArguments(_)
-            | Outcome::Undecodable(_) => true,
-        };
-        if failed {
+        if outcome.is_failure() {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     config.metrics_addr = args.metrics_addr;
     config.heartbeat_interval = args.heartbeat_interval.0;
     let outcome = Worker::with_registry(config, demo::registry())
-        .run(shutdown_signal())
+        .run(celeriac_telemetry::shutdown_signal())
         .await
         .context("worker failed");
     if let Err(err) = telemetry.shutdown() {
@@ -92,27 +92,4 @@ fn parse_interval(text: &str) -> Result<Interval, String> {
             Err(err) => Err(err.to_string()),
         },
     }
-}
-
-/// Completes on SIGTERM or ctrl-c.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown requested");
 }

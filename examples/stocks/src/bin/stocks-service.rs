@@ -72,9 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %args.listen, "stocks service listening");
     let served = axum::serve(listener, router(app))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(celeriac_telemetry::shutdown_signal())
         .await;
     if let Err(err) = telemetry.shutdown() {
         tracing::warn!(error = %err, "spans may be lost");

@@ -47,11 +47,8 @@ async fn main() -> anyhow::Result<()> {
         metrics_addr: args.metrics_addr,
         ..WorkerConfig::default()
     };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
     let outcome = Worker::with_registry(config, registry())
-        .run(shutdown)
+        .run(celeriac_telemetry::shutdown_signal())
         .await
         .context("worker failed");
     if let Err(err) = telemetry.shutdown() {

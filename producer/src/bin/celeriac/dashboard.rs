@@ -80,28 +80,8 @@ pub(crate) async fn run(
         "celeriac dashboard listening on http://{}",
         listener.local_addr()?
     );
-    dashboard.serve(listener, shutdown_signal()).await?;
+    dashboard
+        .serve(listener, celeriac_telemetry::shutdown_signal())
+        .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Completes on SIGTERM or ctrl-c.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }
