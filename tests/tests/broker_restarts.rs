@@ -159,12 +159,18 @@ async fn a_call_in_flight_fails_promptly_when_the_broker_goes_away() {
     let broker = ScratchBroker::start().await.unwrap();
     let queue = unique("in-flight");
     let (ran, _runs) = mpsc::unbounded_channel();
-    let worker = TestWorker::start_with(worker_config(&broker.url(), &queue), reporting(ran))
+    // The task outlasts any broker stop, however loaded the machine; at
+    // the end the worker requeues it after a short grace period.
+    let config = WorkerConfig {
+        grace_period: Duration::from_secs(1),
+        ..worker_config(&broker.url(), &queue)
+    };
+    let worker = TestWorker::start_with(config, reporting(ran))
         .await
         .unwrap();
     let producer = producer(&broker.url(), &queue, GUARD).await;
     let handle = producer
-        .send::<Sleep>(&SleepArgs { seconds: 5.0 })
+        .send::<Sleep>(&SleepArgs { seconds: 600.0 })
         .await
         .unwrap();
     broker.stop_app().await.unwrap();
