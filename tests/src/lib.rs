@@ -116,8 +116,12 @@ pub async fn named_producer(router: Router) -> anyhow::Result<(Producer, String)
 /// A raw AMQP connection and channel, for publishing hand-made messages
 /// and inspecting queues.
 pub async fn channel() -> anyhow::Result<(Connection, Channel)> {
-    let connection =
-        Connection::connect(broker_url().expose(), ConnectionProperties::default()).await?;
+    channel_on(&broker_url()).await
+}
+
+/// As [`channel`], on the broker (or vhost) at `url`.
+pub async fn channel_on(url: &BrokerUrl) -> anyhow::Result<(Connection, Channel)> {
+    let connection = Connection::connect(url.expose(), ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     Ok((connection, channel))
 }

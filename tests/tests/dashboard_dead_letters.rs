@@ -11,9 +11,9 @@ use celeriac_tests::dashboard::{
     TRACE_ID, csrf_of, fast_config, get, markup_dead_letter, post_form, producer_on, send,
 };
 use celeriac_tests::{
-    Vhost, declare_with_dead_letters, drain_task_ids, init_logging, publish_dead_letters, unique,
+    Vhost, channel_on, declare_with_dead_letters, drain_task_ids, init_logging,
+    publish_dead_letters, unique,
 };
-use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -22,10 +22,7 @@ async fn dead_letters_are_listed_escaped_replayed_and_deleted_after_confirmation
     let vhost = Vhost::create().unwrap();
     let queue = unique("dash-dlq");
     let producer = producer_on(vhost.url()).await.unwrap();
-    let connection = Connection::connect(vhost.url().expose(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = channel_on(&vhost.url()).await.unwrap();
     declare_with_dead_letters(&channel, &queue).await.unwrap();
     let letters: Vec<_> = (0..3).map(|_| markup_dead_letter(&queue)).collect();
     let ids = publish_dead_letters(&channel, &letters).await.unwrap();

@@ -17,12 +17,11 @@ use celeriac_producer::Dashboard;
 use celeriac_shared::SendOptions;
 use celeriac_tests::dashboard::{fast_config, markup_dead_letter, producer_on};
 use celeriac_tests::{
-    GUARD, TestWorker, Vhost, declare_with_dead_letters, drain_task_ids, init_logging,
+    GUARD, TestWorker, Vhost, channel_on, declare_with_dead_letters, drain_task_ids, init_logging,
     publish_dead_letters, unique,
 };
 use celeriac_worker::WorkerConfig;
 use fantoccini::{Client, ClientBuilder, Locator};
-use lapin::{Connection, ConnectionProperties};
 use serde_json::{Map, Value, json};
 use tokio::process::{Child, Command};
 
@@ -158,10 +157,7 @@ async fn an_operator_watches_counts_change_and_replays_a_dead_letter_in_a_browse
     let vhost = Vhost::create().unwrap();
     let queue = unique("browser");
     let producer = producer_on(vhost.url()).await.unwrap();
-    let connection = Connection::connect(vhost.url().expose(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = channel_on(&vhost.url()).await.unwrap();
     declare_with_dead_letters(&channel, &queue).await.unwrap();
     let ids = publish_dead_letters(&channel, &[markup_dead_letter(&queue)])
         .await

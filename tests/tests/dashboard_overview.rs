@@ -15,10 +15,10 @@ use celeriac_tests::dashboard::{
     fast_config, get, markup_dead_letter, park_tasks, producer_on, queue_row, wait_for_overview,
 };
 use celeriac_tests::{
-    GUARD, TestWorker, Vhost, declare_with_dead_letters, init_logging, publish_dead_letters, unique,
+    GUARD, TestWorker, Vhost, channel_on, declare_with_dead_letters, init_logging,
+    publish_dead_letters, unique,
 };
 use celeriac_worker::WorkerConfig;
-use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -37,10 +37,7 @@ async fn the_overview_shows_queue_counts_dead_letters_delays_and_workers() {
     let worker = TestWorker::start_with(config, celeriac_worker::demo::registry())
         .await
         .unwrap();
-    let connection = Connection::connect(vhost.url().expose(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = channel_on(&vhost.url()).await.unwrap();
     declare_with_dead_letters(&channel, &idle).await.unwrap();
     let letters = [markup_dead_letter(&idle), markup_dead_letter(&idle)];
     publish_dead_letters(&channel, &letters).await.unwrap();

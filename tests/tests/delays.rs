@@ -8,15 +8,14 @@ use std::time::Duration;
 use celeriac_shared::demo::{Add, AddArgs};
 use celeriac_shared::{BrokerUrl, Router, SendOptions, TaskMessage};
 use celeriac_tests::{
-    GUARD, TestWorker, Vhost, channel, delete_queues, message_count, producer_for, publish_raw,
-    unique,
+    GUARD, TestWorker, Vhost, channel, channel_on, delete_queues, message_count, producer_for,
+    publish_raw, unique,
 };
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use chrono::Utc;
 use futures::StreamExt;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -131,10 +130,7 @@ async fn a_message_arriving_with_a_future_eta_waits_in_the_broker_not_the_worker
 
 /// Ready messages in every level of the delay ladder of a vhost.
 async fn waiting_in_ladder(url: &BrokerUrl) -> u32 {
-    let connection = Connection::connect(url.expose(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = channel_on(url).await.unwrap();
     let mut total = 0;
     for level in 0..28 {
         let options = QueueDeclareOptions {
@@ -211,10 +207,7 @@ async fn ten_thousand_tasks_delayed_an_hour_do_not_hold_up_a_task_due_now() {
         10_000,
         "the delayed tasks wait in the broker"
     );
-    let connection = Connection::connect(vhost.url().expose(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = channel_on(&vhost.url()).await.unwrap();
     assert_eq!(
         message_count(&channel, &queue).await.unwrap(),
         0,

@@ -20,11 +20,10 @@ use celeriac_producer::{Producer, ProducerConfig};
 use celeriac_shared::demo::{Add, AddArgs};
 use celeriac_shared::{BrokerUrl, CallError, DEFAULT_QUEUE, SendOptions};
 use celeriac_tests::{
-    GUARD, TestWorker, Vhost, celery_python, init_logging, message_count, python_dir, unique,
-    wait_for_consumers,
+    GUARD, TestWorker, Vhost, celery_python, channel_on, init_logging, message_count, python_dir,
+    unique, wait_for_consumers,
 };
 use celeriac_worker::{Registry, TaskContext, TaskError, WorkerConfig};
-use lapin::{Connection, ConnectionProperties};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
@@ -235,10 +234,7 @@ async fn producer_in(vhost: &Vhost) -> Producer {
 
 /// The number of ready messages in `queue` of `vhost`.
 async fn ready_messages(vhost: &Vhost, queue: &str) -> u32 {
-    let connection = Connection::connect(vhost.url().expose(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (connection, channel) = channel_on(&vhost.url()).await.unwrap();
     let count = message_count(&channel, queue).await.unwrap();
     let _ = connection.close(200, "OK".into()).await;
     count

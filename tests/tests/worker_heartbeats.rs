@@ -13,23 +13,19 @@ use celeriac_shared::{
 };
 use celeriac_tests::dashboard::producer_on;
 use celeriac_tests::{
-    GUARD, TestWorker, Vhost, celery_python, consume, init_logging, next_delivery, python_dir,
-    unique,
+    GUARD, TestWorker, Vhost, celery_python, channel_on, consume, init_logging, next_delivery,
+    python_dir, unique,
 };
 use celeriac_worker::WorkerConfig;
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_sends_online_heartbeats_with_its_counts_and_offline() {
     init_logging();
     let vhost = Vhost::create().unwrap();
     let queue = unique("heartbeat");
-    let connection = Connection::connect(vhost.url().expose(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = channel_on(&vhost.url()).await.unwrap();
     declare_event_exchange(&channel).await.unwrap();
     let events = unique("events");
     let exclusive = QueueDeclareOptions {
