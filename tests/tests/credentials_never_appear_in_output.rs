@@ -91,7 +91,7 @@ async fn the_cli_and_a_worker_at_trace_level_never_print_the_password() {
         .spawn()
         .unwrap();
     let pid = worker.id().unwrap().to_string();
-    let worker_output = tokio::spawn(worker.wait_with_output());
+    let mut worker_output = tokio::spawn(worker.wait_with_output());
     wait_for_consumers(&url, std::slice::from_ref(&queue))
         .await
         .unwrap();
@@ -135,12 +135,27 @@ async fn the_cli_and_a_worker_at_trace_level_never_print_the_password() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let output = tokio::time::timeout(GUARD, worker_output)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let stopped = tokio::time::timeout(GUARD, &mut worker_output).await;
+    let in_time = stopped.is_ok();
+    if !in_time {
+        // Kill it to see what it was doing instead of stopping.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+    }
+    let output = match stopped {
+        Ok(output) => output,
+        Err(_) => worker_output.await,
+    }
+    .unwrap()
+    .unwrap();
     let log = printed(&output);
+    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    assert!(
+        in_time,
+        "the worker did not stop within {GUARD:?} of SIGTERM; its last lines, newest first:\n{}",
+        tail.join("\n")
+    );
     assert!(output.status.success(), "{log}");
     assert!(
         log.contains("worker ready") && log.contains("TRACE lapin"),
