@@ -5,12 +5,9 @@ use std::time::Duration;
 use celeriac_shared::{is_not_found, is_transient};
 use deadpool_lapin::PoolError;
 
-/// Why a send or an inspection failed. Whenever `send` returns an error,
-/// the broker did not confirm the message: it may or may not have been
-/// delivered, and the caller decides whether to send again. Whenever an
-/// inspection ([`DeadLetters`](crate::DeadLetters),
-/// [`DelayedTasks`](crate::DelayedTasks)) returns an error, every message
-/// it had read but not settled goes back to its queue.
+/// Why a send failed. Whenever `send` returns an error, the broker did not
+/// confirm the message: it may or may not have been delivered, and the
+/// caller decides whether to send again.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -66,28 +63,6 @@ pub enum Error {
         /// The task id.
         task_id: String,
     },
-    /// A queue that an inspection needs does not exist: for a dead-letter
-    /// queue, no worker has consumed its queue yet (or it was deleted).
-    #[error("queue `{queue}` does not exist")]
-    UnknownQueue {
-        /// The queue's name.
-        queue: String,
-    },
-    /// Another consumer is attached to a queue that an inspection must
-    /// read exclusively (another inspection, or an application consuming
-    /// a dead-letter queue); nothing was read.
-    #[error("queue `{queue}` has another consumer; inspect it when that consumer is gone")]
-    QueueBusy {
-        /// The queue's name.
-        queue: String,
-    },
-    /// The broker ended an inspection's consumer (the queue was deleted or
-    /// the channel closed) before it finished.
-    #[error("the broker ended the consumer of queue `{queue}`")]
-    ConsumerEnded {
-        /// The queue's name.
-        queue: String,
-    },
     /// The broker stayed away (unreachable, restarting, connection lost)
     /// for the whole send timeout; the last error says why. The message
     /// may or may not have reached the broker.
@@ -110,24 +85,6 @@ pub enum Error {
         operation: &'static str,
         /// The configured limit.
         after: Duration,
-    },
-    /// The dashboard was asked to listen on an address other machines can
-    /// reach without a token to protect it.
-    #[error(
-        "refusing to serve the dashboard on {addr} without a token: anyone who reaches it could replay and delete dead letters; set a token (--token or CELERIAC_DASHBOARD_TOKEN) or listen on 127.0.0.1"
-    )]
-    Unprotected {
-        /// The address asked for.
-        addr: std::net::SocketAddr,
-    },
-    /// The dashboard could not listen on its address.
-    #[error("cannot listen on {addr}")]
-    Listen {
-        /// The address asked for.
-        addr: std::net::SocketAddr,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
     },
     /// The operation did not complete in time.
     #[error("{operation} timed out after {after:?}")]
@@ -159,12 +116,7 @@ impl Error {
             | Error::Unroutable { .. }
             | Error::Nacked { .. }
             | Error::DuplicateTaskId { .. }
-            | Error::UnknownQueue { .. }
-            | Error::QueueBusy { .. }
-            | Error::ConsumerEnded { .. }
             | Error::Unconfirmed { .. }
-            | Error::Unprotected { .. }
-            | Error::Listen { .. }
             | Error::Timeout { .. } => false,
         }
     }
@@ -179,7 +131,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> Error {
+    /// Wraps lapin's error with what was being done.
+    pub fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> Error {
         move |source| Error::Amqp { operation, source }
     }
 }

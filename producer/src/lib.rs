@@ -12,11 +12,9 @@
 //! [`TaskFailure`](celeriac_shared::TaskFailure). [`Producer::map`] sends a
 //! batch and gathers it as a [`Group`].
 //!
-//! Operators inspect the broker with [`DeadLetters`] (list, show, replay
-//! and purge dead letters) and [`DelayedTasks`] (what waits in the delay
-//! ladder), as the `celeriac dlq` and `celeriac retries` commands do.
-//! [`Dashboard`] serves the same in a browser (`celeriac dashboard`), with
-//! queue counts and rates, the workers' heartbeats and a throughput chart.
+//! Operator tools (dead-letter and delay inspection, the dashboard, the
+//! `celeriac` CLI) live in `celeriac-admin`, so a service that only
+//! publishes compiles none of them.
 //!
 //! Each publish is a `publish <exchange>:<routing key>` span (a child of
 //! the caller's current `tracing` span) whose W3C trace context goes into
@@ -27,7 +25,16 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use celeriac_producer::{Producer, ProducerConfig};
-//! use celeriac_shared::demo::{Add, AddArgs};
+//! use celeriac_shared::Task;
+//!
+//! struct Add;
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct AddArgs { x: i64, y: i64 }
+//! impl Task for Add {
+//!     const NAME: &'static str = "demo.add";
+//!     type Args = AddArgs;
+//!     type Output = i64;
+//! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let producer = Producer::connect(ProducerConfig::default()).await?;
@@ -43,19 +50,12 @@ mod declarations;
 mod error;
 mod group;
 mod handle;
-mod inspect;
 mod producer;
 mod replies;
 mod tracing_span;
-mod web;
 
 pub use config::ProducerConfig;
 pub use error::Error;
 pub use group::Group;
 pub use handle::TaskHandle;
-pub use inspect::{
-    DeadLetterEntry, DeadLetters, DelayLevel, DelayReport, DelayedTask, DelayedTasks, Progress,
-    PurgeSummary, QueueDelays, ReplayFailure, ReplaySummary, Selection,
-};
 pub use producer::{Producer, QueueStats};
-pub use web::{Dashboard, DashboardConfig, Running};

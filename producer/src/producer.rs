@@ -358,13 +358,16 @@ impl Producer {
         &self.inner.config
     }
 
-    /// A fresh plain channel of its own, for an inspection.
-    pub(crate) async fn open_channel(&self) -> Result<lapin::Channel, Error> {
+    /// A fresh plain channel of its own on the producer's connection, for
+    /// tools that speak AMQP themselves (the inspections of
+    /// `celeriac-admin`). The caller closes it.
+    pub async fn open_channel(&self) -> Result<lapin::Channel, Error> {
         self.inner.channels.open().await
     }
 
-    /// One of the shared confirm-mode channels, for republishing.
-    pub(crate) async fn confirm_channel(&self) -> Result<lapin::Channel, Error> {
+    /// One of the producer's shared confirm-mode channels, for tools that
+    /// republish messages themselves. Do not close it.
+    pub async fn confirm_channel(&self) -> Result<lapin::Channel, Error> {
         self.inner.channels.get().await
     }
 }

@@ -93,13 +93,8 @@ fn error_type(err: &Error) -> &'static str {
         Error::Unroutable { .. } => "unroutable",
         Error::Nacked { .. } => "nacked",
         Error::DuplicateTaskId { .. } => "duplicate_task_id",
-        Error::UnknownQueue { .. } => "unknown_queue",
-        Error::QueueBusy { .. } => "queue_busy",
-        Error::ConsumerEnded { .. } => "consumer_ended",
         Error::Unconfirmed { .. } => "unconfirmed",
         Error::Stalled { .. } => "stalled",
         Error::Timeout { .. } => "timeout",
-        Error::Unprotected { .. } => "unprotected",
-        Error::Listen { .. } => "listen",
     }
 }

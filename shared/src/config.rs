@@ -102,6 +102,20 @@ impl Config {
         Self::from_toml(&text, &path.display().to_string())
     }
 
+    /// The default queue, then every queue the file names (in `queues` or
+    /// as a route's target), once each, in that order: the queues the CLI
+    /// declares, counts and inspects.
+    pub fn queue_names(&self) -> Vec<String> {
+        let mut names = vec![self.default_queue.clone()];
+        let declared = self.queues.iter().map(|q| &q.name);
+        for name in declared.chain(self.routes.iter().map(|r| &r.queue)) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
     /// The routing rules as a [`Router`].
     pub fn router(&self) -> Router {
         Router::new(self.routes.clone(), self.default_queue.clone())

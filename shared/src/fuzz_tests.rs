@@ -10,7 +10,6 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use proptest::prelude::*;
 
-use crate::demo::{AddArgs, SleepArgs, SumRangeArgs};
 use crate::field_table::MAX_HEADER_DEPTH;
 use crate::fuzzing::{RawMessage, nested, result_body, task_captures, task_message};
 use crate::{
@@ -184,4 +183,25 @@ fn floats_in_arguments_decode_to_exactly_the_number_sent() {
     let body = format!("[[{sent:?}], {{}}, null]");
     let decoded = TaskMessage::decode(&capture.properties, body.as_bytes(), LIMIT).unwrap();
     assert_eq!(decoded.args[0].as_f64(), Some(sent));
+}
+
+/// Argument shapes of the demo tasks: integers, and a float.
+#[derive(serde::Deserialize)]
+#[allow(dead_code, reason = "only decoded")]
+struct AddArgs {
+    x: i64,
+    y: i64,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code, reason = "only decoded")]
+struct SumRangeArgs {
+    start: i64,
+    end: i64,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code, reason = "only decoded")]
+struct SleepArgs {
+    seconds: f64,
 }

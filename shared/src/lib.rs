@@ -24,11 +24,13 @@ mod arguments;
 mod broker_error;
 mod broker_url;
 mod config;
+mod confirm;
 mod dead_letter;
 mod dead_letter_retention;
 mod delay;
-pub mod demo;
+mod delivery_count;
 mod error;
+mod error_chain;
 mod field_table;
 #[cfg(test)]
 mod fuzz_tests;
@@ -49,6 +51,7 @@ pub use arguments::{decode_arguments, encode_arguments};
 pub use broker_error::{is_not_found, is_transient};
 pub use broker_url::BrokerUrl;
 pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
+pub use confirm::{ConfirmError, check_confirm};
 pub use dead_letter::{
     DEAD_LETTER_EXCHANGE, DeadLetter, DeadLetterTopology, headers as dead_letter_headers,
 };
@@ -57,7 +60,9 @@ pub use delay::{
     DELAY_BITS, DELAY_DELIVERY_EXCHANGE, DELAY_ENTRY_EXCHANGE, DelayTopology, MAX_DELAY,
     delay_until, strip_delay_prefix,
 };
+pub use delivery_count::{DELIVERIES_HEADER, QUORUM_DELIVERIES_HEADER};
 pub use error::Error;
+pub use error_chain::ErrorChain;
 pub use field_table::{field_table_to_json, json_to_field_table};
 pub use message::{CONTENT_ENCODING, CONTENT_TYPE, Embed, TaskMessage};
 pub use result::{ResultMessage, TaskFailure, TaskState};

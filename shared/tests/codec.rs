@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use celeriac_shared::demo::AddArgs;
 use celeriac_shared::{
     Embed, Error, ResultMessage, TaskFailure, TaskHeaders, TaskMessage, TimeLimit,
     decode_arguments, field_table_to_json, json_to_field_table,
@@ -658,4 +657,11 @@ fn a_result_that_is_not_in_celerys_format_is_an_invalid_result() {
     let err = ResultMessage::decode(br#"{"status": "SUCCESS"}"#).unwrap_err();
     assert!(matches!(err, Error::InvalidResult(_)), "{err:?}");
     assert!(err.to_string().contains("task_id"), "{err}");
+}
+
+/// The keyword arguments of `demo.add`, as the fixtures send them.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct AddArgs {
+    x: i64,
+    y: i64,
 }

@@ -8,7 +8,7 @@
 
 use std::hint::black_box;
 
-use celeriac_shared::demo::{Add, AddArgs};
+use celeriac_demo::{Add, AddArgs};
 use celeriac_shared::{DEFAULT_MAX_MESSAGE_SIZE, SendOptions, Task, TaskMessage, encode_arguments};
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use celeriac_demo::{Add, AddArgs, Sleep, SleepArgs};
 use celeriac_shared::SendOptions;
-use celeriac_shared::demo::{Add, AddArgs, Sleep, SleepArgs};
 use celeriac_tests::{
     GUARD, TestWorker, broker_url, channel, delete_queues, message_count, producer_for, unique,
 };

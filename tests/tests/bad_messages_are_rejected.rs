@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use celeriac_shared::demo::{Add, AddArgs};
+use celeriac_demo::{Add, AddArgs};
 use celeriac_shared::{DeadLetter, DeadLetterTopology, TaskMessage, json_to_field_table};
 use celeriac_tests::{
     DemoWorker, GUARD, channel, consume, declare_plain_queue, delete_queues, message_count,
@@ -114,7 +114,7 @@ async fn unusable_messages_are_dead_lettered_once_with_a_reason_and_the_worker_k
 async fn a_caller_waiting_on_an_undecodable_message_gets_a_decode_error() {
     let queue = unique("undecodable-call");
     let replies = unique("undecodable-replies");
-    let worker = celeriac_tests::TestWorker::start(&[&queue], celeriac_worker::demo::registry())
+    let worker = celeriac_tests::TestWorker::start(&[&queue], celeriac_demo::registry())
         .await
         .unwrap();
     let (_connection, channel) = channel().await.unwrap();

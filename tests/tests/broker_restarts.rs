@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use celeriac_demo::{Add, AddArgs, Sleep, SleepArgs};
 use celeriac_producer::{Error as SendError, Producer, ProducerConfig};
-use celeriac_shared::demo::{Add, AddArgs, Sleep, SleepArgs};
 use celeriac_shared::{BrokerUrl, CallError, Router, SendOptions};
 use celeriac_tests::{GUARD, ScratchBroker, TestWorker, init_logging, unique};
 use celeriac_worker::{Error as WorkerError, Registry, TaskError, Worker, WorkerConfig};

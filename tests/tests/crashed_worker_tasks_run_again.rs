@@ -2,7 +2,7 @@
 //! redelivers it to another worker, and the caller still gets its result.
 #![allow(clippy::unwrap_used)]
 
-use celeriac_shared::demo::{Sleep, SleepArgs};
+use celeriac_demo::{Sleep, SleepArgs};
 use celeriac_tests::{DemoWorker, GUARD, TestWorker, delete_queues, producer_for, unique};
 use celeriac_worker::{Registry, TaskError};
 use tokio::sync::mpsc;

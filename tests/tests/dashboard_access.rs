@@ -5,7 +5,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use celeriac_producer::{Dashboard, DashboardConfig, Error};
+use celeriac_admin::{Dashboard, DashboardConfig, Error};
 use celeriac_tests::dashboard::{fast_config, get, producer_on, send};
 use celeriac_tests::{DemoWorker, Vhost, celeriac, http_get, init_logging};
 

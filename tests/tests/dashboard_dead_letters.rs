@@ -6,7 +6,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use celeriac_producer::{Dashboard, DashboardConfig};
+use celeriac_admin::{Dashboard, DashboardConfig};
 use celeriac_tests::dashboard::{
     TRACE_ID, csrf_of, fast_config, get, markup_dead_letter, post_form, producer_on, send,
 };

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use celeriac_producer::Dashboard;
+use celeriac_admin::Dashboard;
 use celeriac_shared::SendOptions;
 use celeriac_tests::dashboard::{fast_config, markup_dead_letter, producer_on};
 use celeriac_tests::{
@@ -170,7 +170,7 @@ async fn an_operator_watches_counts_change_and_replays_a_dead_letter_in_a_browse
         heartbeat_interval: Some(Duration::from_millis(200)),
         ..WorkerConfig::default()
     };
-    let worker = TestWorker::start_with(config, celeriac_worker::demo::registry())
+    let worker = TestWorker::start_with(config, celeriac_demo::registry())
         .await
         .unwrap();
 

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use axum::http::{StatusCode, header};
-use celeriac_producer::{Dashboard, DashboardConfig};
+use celeriac_admin::{Dashboard, DashboardConfig};
+use celeriac_demo::{Add, AddArgs};
 use celeriac_shared::SendOptions;
-use celeriac_shared::demo::{Add, AddArgs};
 use celeriac_tests::dashboard::{
     fast_config, get, markup_dead_letter, park_tasks, producer_on, queue_row, wait_for_overview,
 };
@@ -34,7 +34,7 @@ async fn the_overview_shows_queue_counts_dead_letters_delays_and_workers() {
         heartbeat_interval: Some(Duration::from_millis(200)),
         ..WorkerConfig::default()
     };
-    let worker = TestWorker::start_with(config, celeriac_worker::demo::registry())
+    let worker = TestWorker::start_with(config, celeriac_demo::registry())
         .await
         .unwrap();
     let (_connection, channel) = channel_on(&vhost.url()).await.unwrap();

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use celeriac_shared::demo::{Fail, FailArgs};
+use celeriac_demo::{Fail, FailArgs};
 use celeriac_shared::{DeadLetterRetention, DeadLetterTopology, Topology};
 use celeriac_tests::{
     GUARD, TestWorker, broker_url, channel, delete_queues, drain_task_ids, message_count,
@@ -30,7 +30,7 @@ async fn a_dead_letter_queue_keeps_at_most_its_maximum_length() {
         max_age: Some(Duration::from_secs(180 * 24 * 3600)),
         max_length: Some(3),
     };
-    let registry = celeriac_worker::demo::registry;
+    let registry = celeriac_demo::registry;
     let worker = TestWorker::start_with(config(&queue, retention), registry())
         .await
         .unwrap();

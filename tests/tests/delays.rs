@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use celeriac_shared::demo::{Add, AddArgs};
+use celeriac_demo::{Add, AddArgs};
 use celeriac_shared::{BrokerUrl, Router, SendOptions, TaskMessage};
 use celeriac_tests::{
     GUARD, TestWorker, Vhost, channel, channel_on, delete_queues, message_count, producer_for,

@@ -5,7 +5,7 @@
 //! No broker needed; run with `cargo test -p celeriac-tests --test eager_mode`.
 #![allow(clippy::unwrap_used)]
 
-use celeriac_shared::demo::{Add, AddArgs, Fail, FailArgs};
+use celeriac_demo::{Add, AddArgs, Fail, FailArgs};
 use celeriac_shared::{CallError, SendOptions, Sender, Task, TaskFailure};
 use celeriac_tests::GUARD;
 use celeriac_worker::{EagerSender, TaskContext, TaskError};
@@ -25,7 +25,7 @@ async fn half(value: f64, _ctx: TaskContext) -> Result<f64, TaskError> {
 }
 
 fn eager() -> EagerSender {
-    EagerSender::new(celeriac_worker::demo::registry())
+    EagerSender::new(celeriac_demo::registry())
 }
 
 /// The failure inside `err`, failing the test if the call did not run and
@@ -115,7 +115,7 @@ async fn arguments_that_do_not_fit_fail_as_a_type_error() {
 
 #[tokio::test]
 async fn a_value_that_would_not_survive_the_wire_fails_eagerly_too() {
-    let mut registry = celeriac_worker::demo::registry();
+    let mut registry = celeriac_demo::registry();
     registry.register::<Half, _, _>(half);
     let sender = EagerSender::new(registry);
     assert_eq!(sender.call_task::<Half>(&3.0, GUARD).await.unwrap(), 1.5);

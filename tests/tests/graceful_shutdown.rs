@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use celeriac_demo::{Sleep, SleepArgs};
 use celeriac_shared::SendOptions;
-use celeriac_shared::demo::{Sleep, SleepArgs};
 use celeriac_tests::{
     DemoWorker, GUARD, TestWorker, broker_url, delete_queues, producer_for, unique,
 };

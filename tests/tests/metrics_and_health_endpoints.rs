@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use celeriac_shared::demo::{Add, AddArgs, Fail, FailArgs, Sleep, SleepArgs};
+use celeriac_demo::{Add, AddArgs, Fail, FailArgs, Sleep, SleepArgs};
 use celeriac_shared::{CallError, SendOptions, Task};
 use celeriac_tests::{
     GUARD, TestWorker, broker_url, close_connections_named, delete_queues, http_get, producer_for,
@@ -38,7 +38,7 @@ fn sample(page: &str, series: &str) -> Option<f64> {
 async fn metrics_count_a_success_and_a_failure_by_task_and_queue() {
     let queue = unique("metrics");
     let (worker, base) =
-        TestWorker::start_serving_metrics(worker_config(&queue), celeriac_worker::demo::registry())
+        TestWorker::start_serving_metrics(worker_config(&queue), celeriac_demo::registry())
             .await
             .unwrap();
     let producer = producer_for(&queue).await.unwrap();

@@ -9,7 +9,7 @@
 //! Run with `cargo test -p celeriac-tests --test one_trace_from_publish_to_process`.
 #![allow(clippy::unwrap_used)]
 
-use celeriac_shared::demo::{Add, AddArgs, Fail, FailArgs, Flaky, FlakyArgs};
+use celeriac_demo::{Add, AddArgs, Fail, FailArgs, Flaky, FlakyArgs};
 use celeriac_shared::{CallError, Task};
 use celeriac_tests::spans::{SpanRecorder, attribute, is_child_of};
 use celeriac_tests::{GUARD, TestWorker, broker_url, delete_queues, producer_for, unique};
@@ -73,7 +73,7 @@ fn worker_config(queue: &str) -> WorkerConfig {
 }
 
 fn registry() -> Registry {
-    let mut registry = celeriac_worker::demo::registry();
+    let mut registry = celeriac_demo::registry();
     registry.register::<Add, _, _>(|args: AddArgs, ctx: TaskContext| async move {
         let sum = async { args.x + args.y }
             .instrument(tracing::info_span!("adding", task_id = ctx.id()))

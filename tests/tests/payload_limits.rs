@@ -4,8 +4,8 @@
 //! reason, and carries on with the next message.
 #![allow(clippy::unwrap_used)]
 
+use celeriac_demo::{Add, AddArgs};
 use celeriac_producer::{Error, Producer, ProducerConfig};
-use celeriac_shared::demo::{Add, AddArgs};
 use celeriac_shared::{DeadLetter, DeadLetterTopology, Router, SendOptions, TaskMessage};
 use celeriac_tests::{
     DemoWorker, GUARD, broker_url, channel, consume, delete_queues, get_one, message_count,

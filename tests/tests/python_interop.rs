@@ -16,8 +16,8 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
+use celeriac_demo::{Add, AddArgs};
 use celeriac_producer::{Producer, ProducerConfig};
-use celeriac_shared::demo::{Add, AddArgs};
 use celeriac_shared::{BrokerUrl, CallError, DEFAULT_QUEUE, SendOptions};
 use celeriac_tests::{
     GUARD, TestWorker, Vhost, celery_python, channel_on, init_logging, message_count, python_dir,
@@ -287,7 +287,7 @@ async fn python_send_task_runs_on_the_rust_worker() {
 async fn python_rpc_client_gets_results_from_the_rust_worker() {
     init_logging();
     let vhost = Vhost::create().unwrap();
-    let worker = TestWorker::start_with(worker_config(&vhost), celeriac_worker::demo::registry())
+    let worker = TestWorker::start_with(worker_config(&vhost), celeriac_demo::registry())
         .await
         .unwrap();
 

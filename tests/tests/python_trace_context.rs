@@ -36,7 +36,7 @@ async fn a_task_published_in_a_python_span_is_processed_as_its_child() {
         concurrency: 2,
         ..WorkerConfig::default()
     };
-    let worker = TestWorker::start_with(config, celeriac_worker::demo::registry())
+    let worker = TestWorker::start_with(config, celeriac_demo::registry())
         .await
         .unwrap();
 

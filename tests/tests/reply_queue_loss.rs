@@ -3,7 +3,7 @@
 //! and the next call works on a fresh connection.
 #![allow(clippy::unwrap_used)]
 
-use celeriac_shared::demo::{Add, AddArgs};
+use celeriac_demo::{Add, AddArgs};
 use celeriac_shared::{CallError, Router};
 use celeriac_tests::{
     GUARD, TestWorker, close_connections_named, delete_queues, named_producer, unique,
@@ -30,7 +30,7 @@ async fn waiting_calls_fail_promptly_when_the_reply_queue_is_lost() {
         "failed promptly, not by timing out"
     );
 
-    let worker = TestWorker::start(&[&queue], celeriac_worker::demo::registry())
+    let worker = TestWorker::start(&[&queue], celeriac_demo::registry())
         .await
         .unwrap();
     let sum = producer

@@ -9,8 +9,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use celeriac_demo::{Add, AddArgs, Fail, FailArgs, SumRange, SumRangeArgs, sum_range};
 use celeriac_producer::Producer;
-use celeriac_shared::demo::{Add, AddArgs, Fail, FailArgs, SumRange, SumRangeArgs, sum_range};
 use celeriac_shared::{
     CallError, ResultMessage, Router, SendOptions, Task, TaskMessage, TaskState, Topology,
 };
@@ -59,7 +59,7 @@ async fn serial_worker(queue: &str, track_started: bool) -> TestWorker {
         track_started,
         ..WorkerConfig::default()
     };
-    TestWorker::start_with(config, celeriac_worker::demo::registry())
+    TestWorker::start_with(config, celeriac_demo::registry())
         .await
         .unwrap()
 }
@@ -147,7 +147,7 @@ async fn next_reply(consumer: &mut Consumer) -> lapin::message::Delivery {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_returns_the_typed_result() {
     let queue = unique("results-typed");
-    let worker = TestWorker::start(&[&queue], celeriac_worker::demo::registry())
+    let worker = TestWorker::start(&[&queue], celeriac_demo::registry())
         .await
         .unwrap();
     let producer = producer_for(&queue).await;
@@ -176,7 +176,7 @@ async fn a_call_returns_the_typed_result() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_arrives_as_task_failure_with_the_handlers_message() {
     let queue = unique("results-failure");
-    let mut registry = celeriac_worker::demo::registry();
+    let mut registry = celeriac_demo::registry();
     // A panic is retried like any unexpected failure; one quick retry keeps
     // the test about the panic, not about backoff timing.
     let quick = celeriac_worker::TaskOptions {
@@ -255,7 +255,7 @@ async fn a_thousand_concurrent_calls_each_get_their_own_result() {
         concurrency: 32,
         ..WorkerConfig::default()
     };
-    let worker = TestWorker::start_with(config, celeriac_worker::demo::registry())
+    let worker = TestWorker::start_with(config, celeriac_demo::registry())
         .await
         .unwrap();
     let producer = producer_for(&queue).await;
@@ -296,7 +296,7 @@ async fn a_result_that_arrives_before_anyone_waits_is_kept() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mapping_over_a_hundred_chunks_gives_the_right_total() {
     let queue = unique("results-map");
-    let worker = TestWorker::start(&[&queue], celeriac_worker::demo::registry())
+    let worker = TestWorker::start(&[&queue], celeriac_demo::registry())
         .await
         .unwrap();
     let producer = producer_for(&queue).await;
@@ -469,7 +469,7 @@ async fn reusing_the_id_of_a_task_still_waiting_is_refused() {
         ),
         "{second:?}"
     );
-    let worker = TestWorker::start(&[&queue], celeriac_worker::demo::registry())
+    let worker = TestWorker::start(&[&queue], celeriac_demo::registry())
         .await
         .unwrap();
     assert_eq!(

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use celeriac_shared::demo::{Fail, FailArgs, Flaky, FlakyArgs};
+use celeriac_demo::{Fail, FailArgs, Flaky, FlakyArgs};
 use celeriac_shared::{CallError, DeadLetter, DeadLetterTopology, Task, TaskMessage};
 use celeriac_tests::{
     GUARD, TestWorker, channel, delete_queues, next_delivery, producer_for, unique,
@@ -56,7 +56,7 @@ async fn a_flaky_task_is_retried_through_the_broker_until_it_succeeds() {
     let mut registry = Registry::new();
     registry.register::<Flaky, _, _>(move |args: FlakyArgs, ctx| {
         seen.send((ctx.retries(), Instant::now())).unwrap();
-        celeriac_worker::demo::flaky(args, ctx)
+        celeriac_demo::handlers::flaky(args, ctx)
     });
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
     let producer = producer_for(&queue).await.unwrap();
@@ -183,7 +183,7 @@ async fn an_always_failing_task_ends_in_the_dead_letter_queue_with_its_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rejecting_task_goes_to_the_dead_letter_queue_at_once() {
     let queue = unique("rejects");
-    let worker = TestWorker::start(&[&queue], celeriac_worker::demo::registry())
+    let worker = TestWorker::start(&[&queue], celeriac_demo::registry())
         .await
         .unwrap();
     let (_connection, channel) = channel().await.unwrap();
@@ -209,7 +209,7 @@ async fn a_rejecting_task_goes_to_the_dead_letter_queue_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_never_expires_even_if_its_task_had_an_expiry() {
     let queue = unique("dead-expiry");
-    let worker = TestWorker::start(&[&queue], celeriac_worker::demo::registry())
+    let worker = TestWorker::start(&[&queue], celeriac_demo::registry())
         .await
         .unwrap();
     let (_connection, channel) = channel().await.unwrap();

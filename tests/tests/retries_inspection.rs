@@ -6,8 +6,8 @@
 use std::process::Output;
 use std::time::Duration;
 
+use celeriac_demo::{Add, AddArgs};
 use celeriac_producer::{Producer, ProducerConfig};
-use celeriac_shared::demo::{Add, AddArgs};
 use celeriac_shared::{Router, SendOptions};
 use celeriac_tests::{Vhost, unique, workspace_binary};
 use chrono::{DateTime, Utc};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use celeriac_shared::demo::{Add, AddArgs, Sleep, SleepArgs};
+use celeriac_demo::{Add, AddArgs, Sleep, SleepArgs};
 use celeriac_shared::{DeadLetterTopology, SendOptions, TaskMessage, TaskState};
 use celeriac_tests::{
     GUARD, TestWorker, channel, consume, declare_plain_queue, delete_queues, next_delivery,
@@ -24,7 +24,7 @@ async fn a_task_over_its_time_limit_is_cancelled_and_fails() {
         retry: Some(RetryPolicy::never()),
         time_limit: Some(Duration::from_millis(300)),
     };
-    registry.register_with::<Sleep, _, _>(options, celeriac_worker::demo::sleep);
+    registry.register_with::<Sleep, _, _>(options, celeriac_demo::handlers::sleep);
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
     let producer = producer_for(&queue).await.unwrap();
 
@@ -47,7 +47,7 @@ async fn a_task_over_its_time_limit_is_cancelled_and_fails() {
             retry: Some(RetryPolicy::never()),
             time_limit: None,
         },
-        celeriac_worker::demo::sleep,
+        celeriac_demo::handlers::sleep,
     );
     worker.stop().await.unwrap();
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();

@@ -2,7 +2,7 @@
 //! arguments, whichever argument form the sender used.
 #![allow(clippy::unwrap_used)]
 
-use celeriac_shared::demo::{Add, AddArgs};
+use celeriac_demo::{Add, AddArgs};
 use celeriac_shared::{SendOptions, Task, TaskMessage};
 use celeriac_tests::{GUARD, TestWorker, channel, delete_queues, get_one, producer_for, unique};
 use celeriac_worker::Registry;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use celeriac_shared::demo::{Add, AddArgs};
+use celeriac_demo::{Add, AddArgs};
 use celeriac_shared::{
     EVENT_EXCHANGE, SendOptions, WORKER_EVENTS_BINDING, WorkerEvent, WorkerEventKind,
     declare_event_exchange, field_table_to_json,
@@ -55,7 +55,7 @@ async fn a_worker_sends_online_heartbeats_with_its_counts_and_offline() {
         heartbeat_interval: Some(Duration::from_millis(200)),
         ..WorkerConfig::default()
     };
-    let worker = TestWorker::start_with(config, celeriac_worker::demo::registry())
+    let worker = TestWorker::start_with(config, celeriac_demo::registry())
         .await
         .unwrap();
     let online = next_delivery(&mut consumer).await.unwrap();
@@ -111,7 +111,7 @@ async fn celerys_own_monitor_sees_a_celeriac_worker_alive() {
         heartbeat_interval: Some(Duration::from_millis(200)),
         ..WorkerConfig::default()
     };
-    let worker = TestWorker::start_with(config, celeriac_worker::demo::registry())
+    let worker = TestWorker::start_with(config, celeriac_demo::registry())
         .await
         .unwrap();
     let script = python_dir().join("watch_worker_events.py");

@@ -1,24 +1,28 @@
-//! Handle one delivery: decode, check expiry, eta and delivery count, run,
-//! then settle: acknowledge, retry through the delay, or dead-letter, and
-//! answer a waiting caller. Every copy is confirmed before the original is
+//! Handle one delivery: decode it, ask [`plan`] what to do, run the
+//! handler when the plan says so, and carry out the final plan: publish a
+//! retry, postponed, counted or dead-letter copy, answer a waiting caller,
+//! acknowledge. Every copy is confirmed before the original is
 //! acknowledged; if a copy or result cannot be confirmed, the original is
 //! requeued instead.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use celeriac_shared::{DeadLetter, ResultMessage, TaskMessage, delay_until, strip_delay_prefix};
+use celeriac_shared::{
+    DELIVERIES_HEADER, DeadLetter, QUORUM_DELIVERIES_HEADER, ResultMessage, TaskMessage,
+    strip_delay_prefix,
+};
 use chrono::Utc;
 use lapin::message::Delivery;
 use lapin::types::AMQPValue;
 use tracing::{Instrument, Span, error, info, warn};
 
 use crate::acks::{Acks, Settlement};
-use crate::disposition::{Disposition, Outcome, disposition};
 use crate::metrics::{Metrics, UNKNOWN_TASK};
-use crate::publisher::{
-    DELIVERIES_HEADER, Publisher, QUORUM_DELIVERIES_HEADER, task_id, task_name,
-};
+use crate::outcome::Outcome;
+use crate::plan::{Deliveries, Disposition, Facts, Plan, plan};
+use crate::publish_error::PublishError;
+use crate::publisher::{Publisher, task_id, task_name};
 use crate::tally::Tally;
 use crate::{ProducerSpan, Registry, RetryPolicy, spans};
 
@@ -56,16 +60,6 @@ pub(crate) struct Source {
     pub(crate) acks: Acks,
 }
 
-/// What the checks before running decided.
-enum Precheck {
-    /// Run the task; `true` if it was delivered before.
-    Run(bool),
-    /// Do not run it; settle with this outcome.
-    Skip(Outcome),
-    /// Already settled (postponed or counted).
-    Settled,
-}
-
 impl Dispatcher {
     /// Handles one delivery from `source` to the end, in a `process` span
     /// that continues the producer's trace (the handler's own spans nest
@@ -77,143 +71,112 @@ impl Dispatcher {
         self.handle(source, delivery).instrument(span).await;
     }
 
+    /// Plans, runs the handler if the plan says so, plans again with its
+    /// outcome, and carries out the final plan.
     async fn handle(&self, source: &Source, delivery: Delivery) {
         let queue = source.queue.as_str();
         let started = Instant::now();
-        let mut message = match TaskMessage::decode(
-            &delivery.properties,
-            &delivery.data,
-            self.max_message_size,
-        ) {
-            Ok(message) => message,
-            Err(err) => {
-                self.count_received(None, queue);
-                let outcome = Outcome::Undecodable(err);
-                self.finish(source, &delivery, None, outcome, started).await;
-                return;
-            }
+        let decoded =
+            TaskMessage::decode(&delivery.properties, &delivery.data, self.max_message_size);
+        let (mut message, mut outcome) = match decoded {
+            Ok(message) => (Some(message), None),
+            Err(err) => (None, Some(Outcome::Undecodable(err))),
         };
-        info!(
-            task_id = %message.id(), task = %message.task(), retries = message.headers.retries,
-            "Task {}[{}] received", message.task(), message.id()
-        );
-        self.count_received(Some(message.task()), queue);
-        let outcome = match self.precheck(source, &delivery, &message).await {
-            Precheck::Run(redelivered) => {
-                self.send_started(&message).await;
-                self.registry.execute(&mut message, redelivered).await
-            }
-            Precheck::Skip(outcome) => outcome,
-            Precheck::Settled => return,
-        };
-        self.finish(source, &delivery, Some(&message), outcome, started)
-            .await;
-    }
-
-    /// Expired tasks are not run; tasks due later are moved into the delay
-    /// topology; redelivered messages are counted against the limit.
-    async fn precheck(
-        &self,
-        source: &Source,
-        delivery: &Delivery,
-        message: &TaskMessage,
-    ) -> Precheck {
-        let queue = source.queue.as_str();
-        let now = Utc::now();
-        if message
-            .headers
-            .expires
-            .is_some_and(|expires| expires <= now)
-        {
-            return Precheck::Skip(Outcome::Expired);
+        self.count_received(message.as_ref().map(TaskMessage::task), queue);
+        if let Some(message) = &message {
+            info!(
+                task_id = %message.id(), task = %message.task(), retries = message.headers.retries,
+                "Task {}[{}] received", message.task(), message.id()
+            );
         }
-        let due_in = message
-            .headers
-            .eta
-            .and_then(|eta| delay_until(eta.to_utc(), now));
-        if let Some(seconds) = due_in {
-            let copied = self
-                .publisher
-                .delay(delivery, queue, Duration::from_secs(seconds), &[])
-                .await;
-            info!(task_id = %message.id(), task = %message.task(), seconds, "Task {}[{}] postponed to its eta", message.task(), message.id());
-            settle(&source.acks, delivery, copied);
-            return Precheck::Settled;
-        }
-        let header = |name: &str| {
-            delivery
-                .properties
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get(name).cloned())
-                .and_then(|v| integer(&v))
-        };
-        if let Some(count) = header(QUORUM_DELIVERIES_HEADER) {
-            return match count >= self.delivery_limit {
-                true => Precheck::Skip(Outcome::DeliveryLimit(count + 1)),
-                false => Precheck::Run(true),
+        let task = message.as_ref().map_or("", |m| m.task()).to_owned();
+        let policy = self
+            .registry
+            .options(&task)
+            .retry
+            .unwrap_or_else(|| self.retry.clone());
+        let deliveries = deliveries(&delivery);
+        loop {
+            let facts = Facts {
+                message: message.as_ref(),
+                caller: caller(&delivery, message.as_ref()),
+                now: Utc::now(),
+                deliveries,
+                delivery_limit: self.delivery_limit,
+                policy: &policy,
+                outcome: outcome.as_ref(),
             };
+            match plan(&facts) {
+                Plan::Run { redelivered } => {
+                    let Some(message) = message.as_mut() else {
+                        unreachable!("only a decoded message is run")
+                    };
+                    self.send_started(message).await;
+                    outcome = Some(self.registry.execute(message, redelivered).await);
+                }
+                Plan::Skip(skipped) => outcome = Some(skipped),
+                plan => {
+                    let finished = outcome.map(|outcome| (outcome, started));
+                    self.carry_out(source, &delivery, message.as_ref(), plan, finished)
+                        .await;
+                    return;
+                }
+            }
         }
-        let counted = header(DELIVERIES_HEADER).unwrap_or(0);
-        if !delivery.redelivered {
-            return Precheck::Run(counted > 0);
-        }
-        let count = counted + 1;
-        if count >= self.delivery_limit {
-            return Precheck::Skip(Outcome::DeliveryLimit(count + 1));
-        }
-        let copied = self.publisher.count_delivery(delivery, queue, count).await;
-        settle(&source.acks, delivery, copied);
-        Precheck::Settled
     }
 
-    /// Decides the message's fate, publishes what that takes, answers a
-    /// waiting caller, then acknowledges (or requeues on failure).
-    async fn finish(
+    /// Publishes what `plan` takes, answers a waiting caller, then
+    /// acknowledges the delivery, or requeues it when the broker did not
+    /// confirm a publish: the one place a publish failure is decided.
+    async fn carry_out(
         &self,
         source: &Source,
         delivery: &Delivery,
         message: Option<&TaskMessage>,
-        outcome: Outcome,
-        started: Instant,
+        plan: Plan,
+        finished: Option<(Outcome, Instant)>,
     ) {
         let queue = source.queue.as_str();
-        let retries = message.map_or(0, |m| m.headers.retries);
         let task = message.map_or("", |m| m.task());
-        let policy = self
-            .registry
-            .options(task)
-            .retry
-            .unwrap_or_else(|| self.retry.clone());
-        let disposition = disposition(&outcome, retries, &policy);
-        log_outcome(
-            queue,
-            message,
-            &outcome,
-            disposition,
-            started.elapsed().as_secs_f64(),
-        );
-        self.observe(queue, task, &outcome, disposition, started);
-        let mut settled = match disposition {
-            Disposition::Ack => Ok(()),
-            Disposition::Retry { delay } => {
-                self.publisher.retry(delivery, queue, retries, delay).await
-            }
-            Disposition::DeadLetter { reason } => {
-                let letter = self.dead_letter(queue, delivery, task, retries, &outcome, reason);
-                self.publisher.dead_letter(delivery, &letter).await
-            }
-        };
-        if let (Ok(()), Some((reply_to, task_id))) = (&settled, caller(delivery, message)) {
-            let result = match disposition {
-                Disposition::Retry { .. } => outcome.retry_message(&task_id, task),
-                Disposition::Ack | Disposition::DeadLetter { .. } => {
-                    outcome.result_message(&task_id, task)
-                }
-            };
-            settled = self.publisher.reply(&reply_to, &result).await;
+        let retries = message.map_or(0, |m| m.headers.retries);
+        if let (Some((outcome, started)), Some(disposition)) = (&finished, plan.disposition()) {
+            let seconds = started.elapsed().as_secs_f64();
+            log_outcome(queue, message, outcome, disposition, seconds);
+            self.observe(queue, task, outcome, disposition, *started);
         }
-        settle(&source.acks, delivery, settled);
+        let (published, reply) = match plan {
+            Plan::Ack { reply } => (Ok(()), reply),
+            Plan::Retry { delay, reply } => {
+                let copied = self.publisher.retry(delivery, queue, retries, delay).await;
+                (copied, reply)
+            }
+            Plan::DeadLetter { reason, reply } => {
+                let outcome = finished.as_ref().map(|(outcome, _)| outcome);
+                let letter = self.dead_letter(queue, delivery, task, retries, outcome, reason);
+                (self.publisher.dead_letter(delivery, &letter).await, reply)
+            }
+            Plan::Postpone { delay } => {
+                let copied = self.publisher.delay(delivery, queue, delay, &[]).await;
+                if copied.is_ok() {
+                    let seconds = delay.as_secs();
+                    info!(task_id = %task_id(delivery).unwrap_or_default(), task, seconds, "Task {task}[{}] postponed to its eta", task_id(delivery).unwrap_or_default());
+                }
+                (copied, None)
+            }
+            Plan::Requeue { deliveries } => {
+                let copied = self
+                    .publisher
+                    .count_delivery(delivery, queue, deliveries)
+                    .await;
+                (copied, None)
+            }
+            Plan::Run { .. } | Plan::Skip(_) => unreachable!("handled before carrying out"),
+        };
+        let confirmed = match (published, reply) {
+            (Ok(()), Some(reply)) => self.publisher.reply(&reply.reply_to, &reply.result).await,
+            (published, _) => published,
+        };
+        settle(&source.acks, delivery, confirmed);
     }
 
     fn dead_letter(
@@ -222,10 +185,10 @@ impl Dispatcher {
         delivery: &Delivery,
         task: &str,
         retries: u32,
-        outcome: &Outcome,
+        outcome: Option<&Outcome>,
         reason: &str,
     ) -> DeadLetter {
-        let failure = outcome.failure(task);
+        let failure = outcome.and_then(|outcome| outcome.failure(task));
         DeadLetter {
             reason: reason.to_owned(),
             error_type: failure
@@ -296,22 +259,42 @@ impl Dispatcher {
 /// The reply queue and task id of a caller waiting for this message's
 /// result: from the decoded message (unless `ignore_result`), or from the
 /// properties of one that could not be decoded.
-fn caller(delivery: &Delivery, message: Option<&TaskMessage>) -> Option<(String, String)> {
+fn caller<'a>(
+    delivery: &'a Delivery,
+    message: Option<&'a TaskMessage>,
+) -> Option<(&'a str, &'a str)> {
     match message {
         Some(m) if m.headers.ignore_result => None,
-        Some(m) => m.reply_to.clone().map(|r| (r, m.id().to_owned())),
+        Some(m) => m.reply_to.as_deref().map(|r| (r, m.id())),
         None => {
             let p = &delivery.properties;
             let reply_to = p.reply_to().as_ref().filter(|r| !r.as_str().is_empty())?;
             let task_id = p.correlation_id().as_ref()?;
-            Some((reply_to.to_string(), task_id.to_string()))
+            Some((reply_to.as_str(), task_id.as_str()))
         }
+    }
+}
+
+/// What the delivery and its headers say about earlier deliveries.
+fn deliveries(delivery: &Delivery) -> Deliveries {
+    let header = |name: &str| {
+        delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(name))
+            .and_then(integer)
+    };
+    Deliveries {
+        redelivered: delivery.redelivered,
+        quorum_count: header(QUORUM_DELIVERIES_HEADER),
+        counted: header(DELIVERIES_HEADER).unwrap_or(0),
     }
 }
 
 /// Acknowledges the delivery if everything it needed was confirmed, else
 /// requeues it (at worst the task runs twice; it is never lost).
-fn settle(acks: &Acks, delivery: &Delivery, confirmed: Result<(), String>) {
+fn settle(acks: &Acks, delivery: &Delivery, confirmed: Result<(), PublishError>) {
     let settlement = match confirmed {
         Ok(()) => Settlement::Ack,
         Err(err) => {

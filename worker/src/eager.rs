@@ -9,7 +9,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::Registry;
-use crate::disposition::{Disposition, Outcome, disposition};
+use crate::outcome::Outcome;
+use crate::plan::{Disposition, disposition};
 
 /// A [`Sender`] that runs the registered handler at once, in the calling
 /// task, and returns its result. Retries run again at once (no delay) up

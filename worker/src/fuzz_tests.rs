@@ -1,21 +1,27 @@
 //! Property tests of the dispatch decision, without a broker: random and
-//! mutated Celery messages go through decode, the registry (the demo
-//! handlers and one that panics) and [`disposition`], and every one ends
-//! as an ack, a retry or a dead letter, with the result a caller would get
-//! and the dead letter's headers, never with a panic.
+//! mutated Celery messages, with random delivery histories, expiry and
+//! eta, go through decode, the registry (typed handlers and one that
+//! panics) and the real [`plan`], driven as the dispatcher drives it, and
+//! every one ends in a plan the dispatcher can carry out, with the result
+//! a caller would get and the dead letter's headers, never with a panic.
 //!
 //! `cargo test` runs a few hundred cases per property; `scripts/fuzz`
 //! (`PROPTEST_CASES=100000`) many more.
 
 use celeriac_shared::fuzzing::{RawMessage, task_message, task_message_for};
-use celeriac_shared::{DeadLetter, Task, TaskMessage};
-use chrono::Utc;
+use celeriac_shared::{DeadLetter, MAX_DELAY, Task, TaskMessage};
+use chrono::{DateTime, Utc};
 use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::dispatch::log_outcome;
-use crate::disposition::{Disposition, Outcome, disposition};
-use crate::{Registry, TaskContext, TaskError, demo};
+use crate::outcome::Outcome;
+use crate::plan::{Deliveries, Facts, Plan, plan};
+use crate::{Registry, TaskContext, TaskError};
+
+/// The delivery limit the properties use.
+const LIMIT: u32 = 5;
 
 /// A task whose handler panics on odd input, to check that panics become
 /// [`Outcome::Panicked`] and never escape.
@@ -32,9 +38,51 @@ async fn panics(args: Vec<Value>, _ctx: TaskContext) -> Result<usize, TaskError>
     Ok(args.len())
 }
 
+/// `demo.add`'s shape: typed keyword arguments that random input often
+/// does not fit.
+struct Add;
+
+#[derive(Serialize, Deserialize)]
+struct AddArgs {
+    x: i64,
+    y: i64,
+}
+
+impl Task for Add {
+    const NAME: &'static str = "demo.add";
+    type Args = AddArgs;
+    type Output = i64;
+}
+
+async fn add(args: AddArgs, _ctx: TaskContext) -> Result<i64, TaskError> {
+    args.x
+        .checked_add(args.y)
+        .ok_or_else(|| TaskError::reject("overflow"))
+}
+
+/// A task that fails in the way its argument names.
+struct Fails;
+
+impl Task for Fails {
+    const NAME: &'static str = "fuzz.fails";
+    type Args = Vec<Value>;
+    type Output = ();
+}
+
+async fn fails(args: Vec<Value>, _ctx: TaskContext) -> Result<(), TaskError> {
+    match args.len() % 3 {
+        0 => Err(TaskError::reject("rejected")),
+        1 => Err(TaskError::retry("try again")),
+        _ => Err(TaskError::failed("unexpected")),
+    }
+}
+
 fn registry() -> Registry {
-    let mut registry = demo::registry();
-    registry.register::<Panics, _, _>(panics);
+    let mut registry = Registry::new();
+    registry
+        .register::<Panics, _, _>(panics)
+        .register::<Add, _, _>(add)
+        .register::<Fails, _, _>(fails);
     registry
 }
 
@@ -46,64 +94,124 @@ fn task_names() -> Vec<String> {
     names
 }
 
+/// A delivery history: the broker's flag, a quorum queue's count, our own.
+fn deliveries() -> impl Strategy<Value = Deliveries> {
+    (any::<bool>(), proptest::option::of(0..8u32), 0..8u32).prop_map(
+        |(redelivered, quorum_count, counted)| Deliveries {
+            redelivered,
+            quorum_count,
+            counted,
+        },
+    )
+}
+
 /// What the dispatcher does with one delivery, without the broker:
-/// decode, run, decide, and build what would be published.
-fn handle(registry: &Registry, message: &RawMessage) -> (Outcome, Disposition) {
+/// decode, plan, run or skip as planned, plan again, and build what would
+/// be published. Returns the outcome (if the handler ran or was skipped)
+/// and the final plan.
+fn handle(
+    registry: &Registry,
+    message: &RawMessage,
+    deliveries: Deliveries,
+    now: DateTime<Utc>,
+    eta_in: Option<i64>,
+) -> (Option<Outcome>, Plan) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("a runtime");
     let limit = celeriac_shared::DEFAULT_MAX_MESSAGE_SIZE;
-    let decoded = TaskMessage::decode(&message.properties, &message.body, limit);
-    let (outcome, decoded) = match decoded {
-        Ok(mut decoded) => {
-            let outcome = runtime.block_on(registry.execute(&mut decoded, false));
-            (outcome, Some(decoded))
-        }
-        Err(err) => (Outcome::Undecodable(err), None),
-    };
-    let retries = decoded.as_ref().map_or(0, |m| m.headers.retries);
-    let task = decoded.as_ref().map_or("", |m| m.task());
-    let id = decoded.as_ref().map_or("no-id", |m| m.id());
-    let policy = registry.options(task).retry.unwrap_or_default();
-    let decision = disposition(&outcome, retries, &policy);
-    log_outcome("fuzz", decoded.as_ref(), &outcome, decision, 0.0);
-    let result = match decision {
-        Disposition::Retry { .. } => outcome.retry_message(id, task),
-        Disposition::Ack | Disposition::DeadLetter { .. } => outcome.result_message(id, task),
-    };
-    result.encode().expect("every result encodes");
-    if let Disposition::DeadLetter { reason } = decision {
-        let failure = outcome.failure(task).expect("a dead letter has a failure");
-        let letter = DeadLetter {
-            reason: reason.to_owned(),
-            error_type: failure.exc_type,
-            error_message: failure.message,
-            traceback: failure.traceback,
-            retries,
-            failed_at: Utc::now(),
-            worker: "fuzz@host".to_owned(),
-            original_queue: "fuzz".to_owned(),
-            original_exchange: String::new(),
-            original_routing_key: "fuzz".to_owned(),
+    let (mut decoded, mut outcome) =
+        match TaskMessage::decode(&message.properties, &message.body, limit) {
+            Ok(decoded) => (Some(decoded), None),
+            Err(err) => (None, Some(Outcome::Undecodable(err))),
         };
-        let annotated = letter.annotate(&message.properties);
-        let headers = annotated.headers().clone().unwrap_or_default();
-        assert_eq!(
-            DeadLetter::from_headers(&headers).map(|l| l.reason),
-            Some(letter.reason)
-        );
+    if let (Some(decoded), Some(seconds)) = (decoded.as_mut(), eta_in) {
+        decoded.headers.eta = Some((now + chrono::Duration::seconds(seconds)).fixed_offset());
     }
-    (outcome, decision)
+    let task = decoded.as_ref().map_or("", |m| m.task()).to_owned();
+    let policy = registry.options(&task).retry.unwrap_or_default();
+    let final_plan = loop {
+        let facts = Facts {
+            message: decoded.as_ref(),
+            caller: decoded.as_ref().map(|m| ("caller", m.id())),
+            now,
+            deliveries,
+            delivery_limit: LIMIT,
+            policy: &policy,
+            outcome: outcome.as_ref(),
+        };
+        match plan(&facts) {
+            Plan::Run { redelivered } => {
+                let message = decoded.as_mut().expect("only a decoded message runs");
+                outcome = Some(runtime.block_on(registry.execute(message, redelivered)));
+            }
+            Plan::Skip(skipped) => outcome = Some(skipped),
+            settled => break settled,
+        }
+    };
+    check_side_effects(message, decoded.as_ref(), outcome.as_ref(), &final_plan);
+    (outcome, final_plan)
+}
+
+/// What carrying the plan out would log, reply and dead-letter is well
+/// formed.
+fn check_side_effects(
+    raw: &RawMessage,
+    message: Option<&TaskMessage>,
+    outcome: Option<&Outcome>,
+    plan: &Plan,
+) {
+    if let (Some(outcome), Some(disposition)) = (outcome, plan.disposition()) {
+        log_outcome("fuzz", message, outcome, disposition, 0.0);
+    }
+    match plan {
+        Plan::Ack { reply } | Plan::Retry { reply, .. } | Plan::DeadLetter { reply, .. } => {
+            assert_eq!(reply.is_some(), message.is_some(), "the caller is answered");
+            if let Some(reply) = reply {
+                reply.result.encode().expect("every result encodes");
+            }
+        }
+        Plan::Postpone { delay } => assert!(*delay > std::time::Duration::ZERO),
+        Plan::Requeue { deliveries } => assert!(*deliveries < LIMIT),
+        Plan::Run { .. } | Plan::Skip(_) => unreachable!("the loop runs these"),
+    }
+    let (Plan::DeadLetter { reason, .. }, Some(outcome)) = (plan, outcome) else {
+        return;
+    };
+    let task = message.map_or("", |m| m.task());
+    let failure = outcome.failure(task).expect("a dead letter has a failure");
+    let letter = DeadLetter {
+        reason: (*reason).to_owned(),
+        error_type: failure.exc_type,
+        error_message: failure.message,
+        traceback: failure.traceback,
+        retries: message.map_or(0, |m| m.headers.retries),
+        failed_at: Utc::now(),
+        worker: "fuzz@host".to_owned(),
+        original_queue: "fuzz".to_owned(),
+        original_exchange: String::new(),
+        original_routing_key: "fuzz".to_owned(),
+    };
+    let annotated = letter.annotate(&raw.properties);
+    let headers = annotated.headers().clone().unwrap_or_default();
+    assert_eq!(
+        DeadLetter::from_headers(&headers).map(|l| l.reason),
+        Some(letter.reason)
+    );
+}
+
+fn fresh() -> Deliveries {
+    Deliveries::default()
 }
 
 proptest! {
     #[test]
-    fn a_mutated_capture_is_acked_retried_or_dead_lettered(message in task_message()) {
-        let (outcome, decision) = handle(&registry(), &message);
-        if let Outcome::Undecodable(_) = outcome {
-            prop_assert_eq!(decision, Disposition::DeadLetter { reason: "undecodable" });
+    fn a_mutated_capture_gets_a_plan(message in task_message(), history in deliveries()) {
+        let (outcome, plan) = handle(&registry(), &message, history, Utc::now(), None);
+        if let Some(Outcome::Undecodable(_)) = outcome {
+            prop_assert!(matches!(plan, Plan::DeadLetter { reason: "undecodable", .. }), "{plan:?}");
         }
     }
 
@@ -111,18 +219,64 @@ proptest! {
     fn a_task_with_random_arguments_is_acked_retried_or_dead_lettered(
         message in task_message_for(task_names()),
     ) {
-        let (outcome, decision) = handle(&registry(), &message);
+        let (outcome, plan) = handle(&registry(), &message, fresh(), Utc::now(), None);
         match outcome {
-            Outcome::Succeeded(_) | Outcome::Expired => prop_assert_eq!(decision, Disposition::Ack),
-            Outcome::UnknownTask => prop_assert_eq!(
-                decision,
-                Disposition::DeadLetter { reason: "unknown task" }
+            Some(Outcome::Succeeded(_) | Outcome::Expired) => {
+                prop_assert!(matches!(plan, Plan::Ack { .. }), "{plan:?}")
+            }
+            Some(Outcome::UnknownTask) => prop_assert!(
+                matches!(plan, Plan::DeadLetter { reason: "unknown task", .. }), "{plan:?}"
             ),
-            Outcome::BadArguments(_) => prop_assert_eq!(
-                decision,
-                Disposition::DeadLetter { reason: "bad arguments" }
+            Some(Outcome::BadArguments(_)) => prop_assert!(
+                matches!(plan, Plan::DeadLetter { reason: "bad arguments", .. }), "{plan:?}"
             ),
-            _ => prop_assert_ne!(decision, Disposition::Ack),
+            Some(_) => prop_assert!(
+                matches!(plan, Plan::Retry { .. } | Plan::DeadLetter { .. }), "{plan:?}"
+            ),
+            None => prop_assert!(false, "a fresh delivery without eta runs: {plan:?}"),
+        }
+    }
+
+    #[test]
+    fn a_task_due_later_is_postponed_and_not_run(
+        message in task_message_for(task_names()),
+        eta_in in 2..(MAX_DELAY.as_secs() as i64 * 2),
+    ) {
+        let now = Utc::now();
+        let (outcome, plan) = handle(&registry(), &message, fresh(), now, Some(eta_in));
+        if !matches!(outcome, Some(Outcome::Expired | Outcome::Undecodable(_))) {
+            prop_assert!(outcome.is_none(), "it did not run: {outcome:?}");
+            let Plan::Postpone { delay } = plan else {
+                return Err(TestCaseError::fail(format!("{plan:?}")));
+            };
+            prop_assert!(delay.as_secs() <= eta_in.unsigned_abs(), "{delay:?} > {eta_in}s");
+        }
+    }
+
+    #[test]
+    fn redeliveries_are_counted_until_the_limit(
+        message in task_message_for(task_names()),
+        history in deliveries(),
+    ) {
+        let (outcome, plan) = handle(&registry(), &message, history, Utc::now(), None);
+        if matches!(outcome, Some(Outcome::Expired | Outcome::Undecodable(_))) {
+            return Ok(());
+        }
+        let over = match history.quorum_count {
+            Some(count) => count >= LIMIT,
+            None => history.redelivered && history.counted + 1 >= LIMIT,
+        };
+        if over {
+            prop_assert!(matches!(outcome, Some(Outcome::DeliveryLimit(_))), "{outcome:?}");
+            prop_assert!(matches!(plan, Plan::DeadLetter { reason: "delivery limit", .. }), "{plan:?}");
+        } else if history.quorum_count.is_none() && history.redelivered {
+            prop_assert!(outcome.is_none(), "not run before it is counted: {outcome:?}");
+            prop_assert!(
+                matches!(plan, Plan::Requeue { deliveries } if deliveries == history.counted + 1),
+                "{plan:?}"
+            );
+        } else {
+            prop_assert!(outcome.is_some(), "it ran: {plan:?}");
         }
     }
 }
@@ -135,17 +289,17 @@ fn a_panicking_handler_is_caught_and_retried() {
         "task".into(),
         lapin::types::AMQPValue::LongString(Panics::NAME.into()),
     );
+    for due in ["eta", "expires"] {
+        table.insert(due.into(), lapin::types::AMQPValue::Void);
+    }
     let message = RawMessage {
         properties: capture.properties.with_headers(table),
         body: br#"[[1], {}, null]"#.to_vec(),
     };
-    let (outcome, decision) = handle(&registry(), &message);
+    let (outcome, plan) = handle(&registry(), &message, fresh(), Utc::now(), None);
     assert!(
-        matches!(outcome, Outcome::Panicked(ref p) if p.contains("odd number")),
+        matches!(outcome, Some(Outcome::Panicked(ref p)) if p.contains("odd number")),
         "{outcome:?}"
     );
-    assert!(
-        matches!(decision, Disposition::Retry { .. }),
-        "{decision:?}"
-    );
+    assert!(matches!(plan, Plan::Retry { .. }), "{plan:?}");
 }

@@ -14,8 +14,17 @@
 //! broker (Celery 5.5's delay topology), never in worker memory.
 //!
 //! ```no_run
-//! use celeriac_shared::demo::{Add, AddArgs};
+//! use celeriac_shared::Task;
 //! use celeriac_worker::{TaskContext, TaskError, Worker, WorkerConfig};
+//!
+//! struct Add;
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct AddArgs { x: i64, y: i64 }
+//! impl Task for Add {
+//!     const NAME: &'static str = "demo.add";
+//!     type Args = AddArgs;
+//!     type Output = i64;
+//! }
 //!
 //! async fn add(args: AddArgs, _ctx: TaskContext) -> Result<i64, TaskError> {
 //!     args.x.checked_add(args.y).ok_or_else(|| TaskError::reject("overflow"))
@@ -46,9 +55,7 @@
 mod acks;
 mod config;
 mod context;
-pub mod demo;
 mod dispatch;
-mod disposition;
 mod eager;
 mod error;
 #[cfg(test)]
@@ -57,6 +64,9 @@ mod health;
 mod heartbeat;
 mod metrics;
 mod metrics_server;
+mod outcome;
+mod plan;
+mod publish_error;
 mod publisher;
 mod registry;
 mod retry;

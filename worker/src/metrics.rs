@@ -16,8 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::disposition::{Disposition, Outcome};
 use crate::health::Readiness;
+use crate::outcome::Outcome;
+use crate::plan::Disposition;
 
 /// Upper bounds of the task duration buckets, in seconds: 1 ms to 5 min.
 const DURATION_BUCKETS: [f64; 16] = [

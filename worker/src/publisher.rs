@@ -6,23 +6,18 @@
 use std::time::Duration;
 
 use celeriac_shared::{
-    DELAY_ENTRY_EXCHANGE, DeadLetter, DeadLetterTopology, DelayTopology, MAX_DELAY, ResultMessage,
-    Topology,
+    DELAY_ENTRY_EXCHANGE, DELIVERIES_HEADER, DeadLetter, DeadLetterTopology, DelayTopology,
+    MAX_DELAY, QUORUM_DELIVERIES_HEADER, ResultMessage, Topology, check_confirm,
 };
 use chrono::{SecondsFormat, Utc};
 use lapin::message::Delivery;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel};
 use tracing::{Instrument, Span};
 
+use crate::publish_error::PublishError;
 use crate::spans;
-
-/// The header counting deliveries of a message on classic queues (quorum
-/// queues count in `x-delivery-count` themselves).
-pub(crate) const DELIVERIES_HEADER: &str = "x-celeriac-deliveries";
-/// The header a quorum queue counts redeliveries in.
-pub(crate) const QUORUM_DELIVERIES_HEADER: &str = "x-delivery-count";
 
 /// Publishes on a confirm-mode channel of the worker's connection.
 pub(crate) struct Publisher {
@@ -44,7 +39,7 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
         mandatory: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let sent = self
             .publish_confirmed(exchange, routing_key, body, properties, mandatory)
             .instrument(span.clone())
@@ -62,9 +57,9 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
         mandatory: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let routing_key = ShortString::try_new(routing_key)
-            .map_err(|_| format!("routing key `{routing_key}` is longer than 255 bytes"))?;
+            .map_err(|_| PublishError::RoutingKeyTooLong(routing_key.to_owned()))?;
         let options = BasicPublishOptions {
             mandatory,
             ..BasicPublishOptions::default()
@@ -73,22 +68,21 @@ impl Publisher {
             .channel
             .basic_publish(exchange.into(), routing_key, options, body, properties)
             .await
-            .map_err(|e| e.to_string())?;
-        match confirm.await.map_err(|e| e.to_string())? {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) if mandatory => {
-                Err(format!("unroutable: {}", returned.reply_text))
-            }
-            Confirmation::Ack(Some(_)) => Ok(()),
-            Confirmation::Nack(_) => Err("the broker refused the message".into()),
-            Confirmation::NotRequested => Err("the channel is not in confirm mode".into()),
-        }
+            .map_err(PublishError::amqp("basic.publish"))?;
+        let confirmation = confirm
+            .await
+            .map_err(PublishError::amqp("publisher confirm"))?;
+        Ok(check_confirm(confirmation)?)
     }
 
     /// Sends a result to a caller's reply queue. An unroutable result (the
     /// caller is gone) counts as sent: nobody can receive it.
-    pub(crate) async fn reply(&self, reply_to: &str, result: &ResultMessage) -> Result<(), String> {
-        let (body, properties) = result.encode().map_err(|e| e.to_string())?;
+    pub(crate) async fn reply(
+        &self,
+        reply_to: &str,
+        result: &ResultMessage,
+    ) -> Result<(), PublishError> {
+        let (body, properties) = result.encode()?;
         let span = spans::publish_result(reply_to, &result.task_id, result.status);
         self.publish(span, "", reply_to, &body, properties, false)
             .await
@@ -103,7 +97,7 @@ impl Publisher {
         queue: &str,
         delay: Duration,
         changes: &[(&str, AMQPValue)],
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         self.delay_copy(delivery, queue, delay, changes, false)
             .await
     }
@@ -117,7 +111,7 @@ impl Publisher {
         delay: Duration,
         changes: &[(&str, AMQPValue)],
         continue_trace: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let mut headers = FieldTable::default();
         let original = delivery.properties.headers().clone().unwrap_or_default();
         for (key, value) in original.inner() {
@@ -134,7 +128,7 @@ impl Publisher {
             0 => ("", queue.to_owned()),
             _ => (
                 DELAY_ENTRY_EXCHANGE,
-                DelayTopology::routing_key(seconds, queue).map_err(|e| e.to_string())?,
+                DelayTopology::routing_key(seconds, queue)?,
             ),
         };
         let span = spans::publish(exchange, &key, task_id(delivery));
@@ -153,7 +147,7 @@ impl Publisher {
         queue: &str,
         retries: u32,
         delay: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let delay = delay.min(MAX_DELAY);
         let eta = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         let eta = eta.to_rfc3339_opts(SecondsFormat::Micros, false);
@@ -177,7 +171,7 @@ impl Publisher {
         &self,
         delivery: &Delivery,
         letter: &DeadLetter,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let properties = letter.annotate(&without_expiration(&delivery.properties));
         let exchange = DeadLetterTopology::EXCHANGE;
         let queue = &letter.original_queue;
@@ -196,9 +190,7 @@ impl Publisher {
             return sent;
         }
         let retention = self.topology.dead_letter_retention(queue);
-        DeadLetterTopology::declare_with(&self.channel, queue, &retention)
-            .await
-            .map_err(|e| e.to_string())?;
+        DeadLetterTopology::declare_with(&self.channel, queue, &retention).await?;
         self.publish(span(), exchange, queue, &delivery.data, properties, true)
             .await
     }
@@ -211,7 +203,7 @@ impl Publisher {
         delivery: &Delivery,
         queue: &str,
         count: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         headers.insert(
             DELIVERIES_HEADER.into(),

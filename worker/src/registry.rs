@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::disposition::Outcome;
+use crate::outcome::Outcome;
 use crate::{RetryPolicy, TaskContext, TaskError};
 
 type HandlerFuture = BoxFuture<'static, Result<Box<RawValue>, TaskError>>;

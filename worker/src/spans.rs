@@ -15,7 +15,9 @@ use opentelemetry::trace::{Status, TraceContextExt};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::disposition::{Disposition, Outcome};
+use crate::outcome::Outcome;
+use crate::plan::Disposition;
+use crate::publish_error::PublishError;
 
 /// How a task's `process` span relates to the `publish` span of the
 /// message it runs.
@@ -148,9 +150,9 @@ pub(crate) fn inject(span: &Span, headers: &mut FieldTable) {
 }
 
 /// Marks a publish span failed when the broker did not confirm.
-pub(crate) fn record_publish(span: &Span, sent: &Result<(), String>) {
+pub(crate) fn record_publish(span: &Span, sent: &Result<(), PublishError>) {
     if let (Err(err), false) = (sent, span.is_disabled()) {
-        span.set_status(Status::error(err.clone()));
+        span.set_status(Status::error(err.to_string()));
     }
 }
 

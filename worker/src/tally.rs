@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::disposition::Outcome;
+use crate::outcome::Outcome;
 
 /// Running totals since the worker started, shared by every session.
 #[derive(Debug, Default)]

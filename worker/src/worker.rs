@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use celeriac_shared::Task;
+use celeriac_shared::{ErrorChain, Task};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -165,7 +165,7 @@ impl Worker {
             }
             let delay = config.reconnect.delay(failures);
             failures = failures.saturating_add(1);
-            warn!(error = %error_chain(&err), retry_in = ?delay, "broker connection down; reconnecting");
+            warn!(error = %ErrorChain(&err), retry_in = ?delay, "broker connection down; reconnecting");
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(delay) => {}
@@ -174,20 +174,4 @@ impl Worker {
         info!("worker stopped");
         Ok(())
     }
-}
-
-/// The error and its sources, `: `-separated, for one log line (a source
-/// that its error's message already ends with is not repeated).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -57,7 +57,7 @@ const HEADER_NAMES: [&str; 18] = [
     "replaced_task_nesting",
     "stamped_headers",
     "stamps",
-    "x-celeriac-deliveries",
+    crate::DELIVERIES_HEADER,
 ];
 
 pub(super) fn header_mutation() -> impl Strategy<Value = HeaderMutation> {

@@ -1,0 +1,4 @@
+//! What the `celeriac` CLI prints, as functions the tests can call.
+
+pub mod dead_letters;
+pub mod delays;
