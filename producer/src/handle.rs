@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celeriac_shared::{CallError, decode_output};
+use celeriac_shared::{CallError, ResultLost, decode_output};
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
@@ -68,7 +68,7 @@ impl<O: DeserializeOwned> TaskHandle<O> {
         };
         let delivered = match tokio::time::timeout(timeout, receiver).await {
             Err(_) => return Err(CallError::Timeout { task_id, timeout }),
-            Ok(Err(_)) => Err("the producer was dropped".to_owned()),
+            Ok(Err(_)) => Err(ResultLost::ProducerDropped),
             Ok(Ok(delivered)) => delivered,
         };
         let message = delivered.map_err(|reason| CallError::ResultLost {

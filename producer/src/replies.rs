@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 
-use celeriac_shared::ResultMessage;
+use celeriac_shared::{ResultLost, ResultMessage};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -17,7 +17,7 @@ use crate::Error;
 use crate::channels::Channels;
 
 /// What a waiting handle receives: a final result, or why none will come.
-pub(crate) type Delivered = Result<ResultMessage, String>;
+pub(crate) type Delivered = Result<ResultMessage, ResultLost>;
 
 /// The handles waiting for results, by task id.
 ///
@@ -102,7 +102,7 @@ impl Pending {
 
     /// Fails every handle waiting on reply queue `generation`: their
     /// results went with it.
-    fn fail_generation(&self, generation: u64, reason: &str) {
+    fn fail_generation(&self, generation: u64, reason: &ResultLost) {
         let mut waiting = self.lock();
         let lost: Vec<String> = waiting
             .iter()
@@ -111,7 +111,7 @@ impl Pending {
             .collect();
         for id in lost {
             if let Some(slot) = waiting.remove(&id) {
-                let _ = slot.sender.send(Err(reason.to_owned()));
+                let _ = slot.sender.send(Err(reason.clone()));
             }
         }
     }
@@ -214,8 +214,8 @@ async fn consume_replies(mut consumer: Consumer, pending: Arc<Pending>, generati
                     }
                 }
             }
-            Some(Err(err)) => break format!("reply consumer failed: {err}"),
-            None => break "reply consumer stopped".to_owned(),
+            Some(Err(err)) => break ResultLost::ConsumerFailed(Arc::new(err)),
+            None => break ResultLost::ConsumerStopped,
         }
     };
     warn!(%reason, waiting = pending.len(), "reply queue lost; failing waiting calls");

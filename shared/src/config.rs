@@ -154,7 +154,9 @@ impl Config {
         }
         let retentions = self.queues.iter().filter_map(|q| q.dead_letters.as_ref());
         for retention in retentions.chain([&self.dead_letters]) {
-            retention.validate().map_err(invalid)?;
+            retention
+                .validate()
+                .map_err(|err| invalid(err.to_string()))?;
         }
         Ok(())
     }

@@ -61,17 +61,28 @@ impl DeadLetterRetention {
         args
     }
 
-    /// An error message if a limit is zero (which would drop every dead
-    /// letter at once).
-    pub fn validate(&self) -> Result<(), String> {
+    /// Refuses a limit of zero, which would drop every dead letter at
+    /// once.
+    pub fn validate(&self) -> Result<(), InvalidRetention> {
         if self.max_age.is_some_and(|age| age.as_millis() == 0) {
-            return Err("dead_letters.max_age must be at least 1ms".into());
+            return Err(InvalidRetention::MaxAge);
         }
         if self.max_length == Some(0) {
-            return Err("dead_letters.max_length must be positive".into());
+            return Err(InvalidRetention::MaxLength);
         }
         Ok(())
     }
+}
+
+/// Why a dead-letter retention is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRetention {
+    /// `max_age` is zero.
+    #[error("dead_letters.max_age must be at least 1ms")]
+    MaxAge,
+    /// `max_length` is zero.
+    #[error("dead_letters.max_length must be positive")]
+    MaxLength,
 }
 
 fn serialize_duration<S: Serializer>(

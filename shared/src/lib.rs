@@ -38,6 +38,7 @@ mod fuzz_tests;
 pub mod fuzzing;
 mod message;
 mod result;
+mod result_lost;
 mod routing;
 mod sender;
 mod task;
@@ -55,7 +56,7 @@ pub use confirm::{ConfirmError, check_confirm};
 pub use dead_letter::{
     DEAD_LETTER_EXCHANGE, DeadLetter, DeadLetterTopology, headers as dead_letter_headers,
 };
-pub use dead_letter_retention::DeadLetterRetention;
+pub use dead_letter_retention::{DeadLetterRetention, InvalidRetention};
 pub use delay::{
     DELAY_BITS, DELAY_DELIVERY_EXCHANGE, DELAY_ENTRY_EXCHANGE, DelayTopology, MAX_DELAY,
     delay_until, strip_delay_prefix,
@@ -66,6 +67,7 @@ pub use error_chain::ErrorChain;
 pub use field_table::{field_table_to_json, json_to_field_table};
 pub use message::{CONTENT_ENCODING, CONTENT_TYPE, Embed, TaskMessage};
 pub use result::{ResultMessage, TaskFailure, TaskState};
+pub use result_lost::ResultLost;
 pub use routing::{Route, Router};
 pub use sender::{CallError, SendOptions, Sender, decode_output};
 pub use task::Task;

@@ -8,7 +8,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::{Error, Task, TaskFailure, TaskMessage, encode_arguments};
+use crate::{Error, ResultLost, Task, TaskFailure, TaskMessage, encode_arguments};
 
 /// Per-call options of a send. Every field defaults to "not set".
 #[derive(Debug, Clone, Default)]
@@ -112,7 +112,7 @@ pub enum CallError {
         /// The task id.
         task_id: String,
         /// Why.
-        reason: String,
+        reason: ResultLost,
     },
     /// Encoding or decoding failed (arguments or result do not fit).
     #[error(transparent)]

@@ -272,7 +272,9 @@ impl Header<'_> {
         let Some(text) = self.string()? else {
             return Ok(None);
         };
-        parse_datetime(&text).map(Some).map_err(|e| self.invalid(e))
+        parse_datetime(&text)
+            .map(Some)
+            .ok_or_else(|| self.invalid(not_a_timestamp(&text)))
     }
 
     fn time_limit(&self) -> Result<TimeLimit, Error> {
@@ -315,13 +317,18 @@ fn format_datetime(t: &DateTime<FixedOffset>) -> String {
 }
 
 /// Parses an ISO-8601 timestamp; one without offset is taken as UTC.
-fn parse_datetime(text: &str) -> Result<DateTime<FixedOffset>, String> {
+fn parse_datetime(text: &str) -> Option<DateTime<FixedOffset>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t);
+        return Some(t);
     }
     NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
         .map(|naive| naive.and_utc().fixed_offset())
-        .map_err(|_| format!("`{text}` is not an ISO-8601 timestamp"))
+        .ok()
+}
+
+/// Why a timestamp header is refused.
+fn not_a_timestamp(text: &str) -> String {
+    format!("`{text}` is not an ISO-8601 timestamp")
 }
 
 fn default_lang() -> String {
@@ -356,7 +363,9 @@ mod iso_datetime {
         use serde::de::Error as _;
         match Option::<String>::deserialize(deserializer)? {
             None => Ok(None),
-            Some(text) => parse_datetime(&text).map(Some).map_err(D::Error::custom),
+            Some(text) => parse_datetime(&text)
+                .map(Some)
+                .ok_or_else(|| D::Error::custom(not_a_timestamp(&text))),
         }
     }
 }

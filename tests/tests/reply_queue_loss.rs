@@ -21,7 +21,7 @@ async fn waiting_calls_fail_promptly_when_the_reply_queue_is_lost() {
     match handle.wait(GUARD).await {
         Err(CallError::ResultLost { task_id, reason }) => {
             assert_eq!(task_id, id);
-            assert!(reason.contains("reply"), "{reason}");
+            assert!(reason.to_string().contains("reply"), "{reason}");
         }
         other => panic!("expected ResultLost, got {other:?}"),
     }

@@ -112,9 +112,20 @@ impl Filter {
     }
 }
 
+/// Why an action form was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FormError {
+    /// No known action was submitted.
+    #[error("no action: replay or delete, selected or matching")]
+    NoAction,
+    /// "Selected" with nothing ticked, which must never mean "all".
+    #[error("no dead letter selected: tick at least one")]
+    NothingSelected,
+}
+
 impl ActionForm {
     /// The action form in `pairs`, or why it is not one.
-    pub(crate) fn from_pairs(pairs: &[(String, String)]) -> Result<Self, String> {
+    pub(crate) fn from_pairs(pairs: &[(String, String)]) -> Result<Self, FormError> {
         let value = |key: &str| {
             pairs
                 .iter()
@@ -126,7 +137,7 @@ impl ActionForm {
             Some("delete-selected") => (Action::Delete, Scope::Selected),
             Some("replay-matching") => (Action::Replay, Scope::Matching),
             Some("delete-matching") => (Action::Delete, Scope::Matching),
-            _ => return Err("no action: replay or delete, selected or matching".into()),
+            _ => return Err(FormError::NoAction),
         };
         let ids: Vec<String> = pairs
             .iter()
@@ -136,7 +147,7 @@ impl ActionForm {
         // An empty id list selects every dead letter in the library:
         // "selected" with nothing ticked must never mean "all".
         if scope == Scope::Selected && ids.is_empty() {
-            return Err("no dead letter selected: tick at least one".into());
+            return Err(FormError::NothingSelected);
         }
         Ok(Self {
             filter: Filter::from_pairs(pairs),
@@ -173,7 +184,7 @@ impl ActionForm {
 mod tests {
     use super::*;
 
-    fn form(body: &str) -> Result<ActionForm, String> {
+    fn form(body: &str) -> Result<ActionForm, FormError> {
         ActionForm::from_pairs(&pairs(body.as_bytes()))
     }
 

@@ -83,24 +83,38 @@ impl ManagementApi {
     }
 
     /// Every queue of the vhost by name, or why the API did not answer.
-    pub(crate) async fn queues(&self) -> Result<HashMap<String, ManagedQueue>, String> {
+    pub(crate) async fn queues(&self) -> Result<HashMap<String, ManagedQueue>, ApiError> {
         let response = self
             .client
             .get(&self.queues_url)
             .basic_auth(&self.user, Some(&self.password))
             .send()
             .await
-            .map_err(|err| format!("management API unreachable: {}", without_url(&err)))?;
+            .map_err(|err| ApiError::Unreachable(without_url(&err)))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("management API answered {status}"));
+            return Err(ApiError::Status(status));
         }
         let queues: Vec<ManagedQueue> = response
             .json()
             .await
-            .map_err(|err| format!("management API answered oddly: {}", without_url(&err)))?;
+            .map_err(|err| ApiError::Malformed(without_url(&err)))?;
         Ok(queues.into_iter().map(|q| (q.name.clone(), q)).collect())
     }
+}
+
+/// Why the management API gave no queue list.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// No answer (reqwest's error, without the URL).
+    #[error("management API unreachable: {0}")]
+    Unreachable(String),
+    /// An HTTP error status.
+    #[error("management API answered {0}")]
+    Status(reqwest::StatusCode),
+    /// An answer that is not the queue list (reqwest's error).
+    #[error("management API answered oddly: {0}")]
+    Malformed(String),
 }
 
 /// reqwest's error without the URL (which holds no password, but is

@@ -204,7 +204,7 @@ fn action_form(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Action
     let form = ActionForm::from_pairs(&pairs).map_err(|why| Refusal {
         status: StatusCode::BAD_REQUEST,
         title: "Nothing to do",
-        why,
+        why: why.to_string(),
     })?;
     if let Some(why) = inner.guard.refuses(headers, &form.csrf) {
         return Err(Refusal {

@@ -70,7 +70,11 @@ impl Sampler {
         };
         let mut problems = Vec::new();
         let managed = match &self.management {
-            Some(api) => api.queues().await.map_err(|e| problems.push(e)).ok(),
+            Some(api) => api
+                .queues()
+                .await
+                .map_err(|e| problems.push(e.to_string()))
+                .ok(),
             None => None,
         };
         self.scan_delays(&mut problems).await;

@@ -84,13 +84,21 @@ async fn main() -> anyhow::Result<()> {
 #[derive(Debug, Clone, Copy)]
 struct Interval(Option<Duration>);
 
-fn parse_interval(text: &str) -> Result<Interval, String> {
+/// Why a heartbeat interval is refused.
+#[derive(Debug, thiserror::Error)]
+enum IntervalError {
+    #[error("must be more than 0 (or `off`)")]
+    Zero,
+    #[error(transparent)]
+    Invalid(#[from] humantime::DurationError),
+}
+
+fn parse_interval(text: &str) -> Result<Interval, IntervalError> {
     match text {
         "off" => Ok(Interval(None)),
-        _ => match humantime::parse_duration(text) {
-            Ok(interval) if !interval.is_zero() => Ok(Interval(Some(interval))),
-            Ok(_) => Err("must be more than 0 (or `off`)".into()),
-            Err(err) => Err(err.to_string()),
+        _ => match humantime::parse_duration(text)? {
+            interval if interval.is_zero() => Err(IntervalError::Zero),
+            interval => Ok(Interval(Some(interval))),
         },
     }
 }
