@@ -5,7 +5,7 @@
 FROM rust:1.89-bookworm AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p celeriac-worker -p celeriac-producer -p celeriac-example-stocks
+RUN cargo build --release --locked -p celeriac-demo -p celeriac-admin -p celeriac-example-stocks
 
 FROM debian:bookworm-slim
 # CA certificates for amqps:// brokers and TLS trace collectors.

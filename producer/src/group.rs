@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use celeriac_shared::{CallError, Task};
-use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
@@ -24,7 +24,7 @@ impl<O: DeserializeOwned + Send + 'static> Group<O> {
         producer: &Producer,
         args: impl IntoIterator<Item = T::Args>,
     ) -> Result<Self, Error> {
-        let handles = futures::stream::iter(args)
+        let handles = futures_util::stream::iter(args)
             .map(|args| {
                 let producer = producer.clone();
                 async move { producer.send::<T>(&args).await }
@@ -56,7 +56,7 @@ impl<O: DeserializeOwned + Send + 'static> Group<O> {
     pub fn as_completed(
         self,
         timeout: Duration,
-    ) -> impl futures::Stream<Item = (usize, Result<O, CallError>)> {
+    ) -> impl futures_util::Stream<Item = (usize, Result<O, CallError>)> {
         let deadline = Instant::now() + timeout;
         self.handles
             .into_iter()

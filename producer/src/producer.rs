@@ -12,14 +12,14 @@ use crate::replies::Replies;
 use crate::tracing_span;
 use crate::{Error, Group, ProducerConfig, TaskHandle};
 use celeriac_shared::{
-    CallError, DELAY_ENTRY_EXCHANGE, DelayTopology, Destination, SendOptions, Sender, Task,
-    TaskMessage, delay_until, encode_arguments, is_not_found,
+    CallError, ConfirmError, DELAY_ENTRY_EXCHANGE, DelayTopology, Destination, SendOptions, Sender,
+    Task, TaskMessage, check_confirm, delay_until, encode_arguments, is_not_found,
 };
 use chrono::Utc;
 use deadpool_lapin::{Pool, Runtime};
+use lapin::ConnectionProperties;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Confirmation, ConnectionProperties};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -289,19 +289,18 @@ impl Producer {
             .await
             .map_err(Error::amqp("basic.publish"))?;
         let confirmation = confirm.await.map_err(Error::amqp("publisher confirm"))?;
-        let task_id = message.id().to_owned();
-        match confirmation {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                Err(Error::Unroutable {
+        check_confirm(confirmation).map_err(|refusal| {
+            let task_id = message.id().to_owned();
+            match refusal {
+                ConfirmError::Unroutable { reply_text, .. } => Error::Unroutable {
                     task_id,
                     exchange: destination.exchange,
                     routing_key: destination.routing_key,
-                    reply_text: returned.reply_text.to_string(),
-                })
+                    reply_text,
+                },
+                ConfirmError::Nacked | ConfirmError::NotRequested => Error::Nacked { task_id },
             }
-            Confirmation::Nack(None) | Confirmation::NotRequested => Err(Error::Nacked { task_id }),
-        }
+        })
     }
 
     /// Declares every queue of the topology and the default queue.

@@ -202,6 +202,15 @@ pub async fn next_delivery(
     Ok(next.context("the consumer ended")??)
 }
 
+/// Awaits `future` for at most [`GUARD`], or panics naming `what`: a
+/// wait in a test fails instead of hanging.
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(GUARD, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: nothing within {GUARD:?}"),
+    }
+}
+
 /// Deletes queues and their dead-letter queues (best effort), for cleanup
 /// at the end of a test.
 pub async fn delete_queues(queues: &[&str]) {

@@ -26,8 +26,8 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     if !built.iter().any(|b| b == name) {
         let package = match name {
-            "celeriac" => "celeriac-producer",
-            "celeriac-demo-worker" => "celeriac-worker",
+            "celeriac" => "celeriac-admin",
+            "celeriac-demo-worker" => "celeriac-demo",
             _ => "celeriac-tests",
         };
         let mut build = Command::new(env!("CARGO"));
@@ -119,6 +119,21 @@ impl DemoWorker {
         tokio::time::timeout(GUARD, read)
             .await
             .with_context(|| format!("no log line with `{needle}` within {GUARD:?}"))?
+    }
+
+    /// Reads the rest of the log, until the process closes its output;
+    /// returns the whole log.
+    pub async fn read_to_end(&mut self) -> anyhow::Result<&[String]> {
+        let read = async {
+            while let Some(line) = self.lines.next_line().await? {
+                self.log.push(strip_ansi(&line));
+            }
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(GUARD, read)
+            .await
+            .with_context(|| format!("the worker's output stayed open for {GUARD:?}"))??;
+        Ok(&self.log)
     }
 
     /// Kills the process with SIGKILL, as a crash would.

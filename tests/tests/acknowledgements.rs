@@ -11,6 +11,7 @@ use celeriac_demo::{Add, AddArgs, Sleep, SleepArgs};
 use celeriac_shared::SendOptions;
 use celeriac_tests::{
     GUARD, TestWorker, broker_url, channel, delete_queues, message_count, producer_for, unique,
+    within,
 };
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use tokio::sync::{Notify, mpsc};
@@ -55,7 +56,7 @@ async fn short_tasks_behind_a_long_one_are_acknowledged_and_free_their_prefetch_
         .send::<Sleep>(&SleepArgs { seconds: 0.0 })
         .await
         .unwrap();
-    starts.recv().await.unwrap();
+    within("the task to start", starts.recv()).await.unwrap();
     for y in 0..20 {
         let sum = producer
             .call::<Add>(&AddArgs { x: 1, y }, GUARD)
@@ -94,7 +95,7 @@ async fn a_batch_of_quick_tasks_is_acknowledged_without_covering_a_running_one()
         .send_with::<Sleep>(&SleepArgs { seconds: 0.0 }, SendOptions::ignore_result())
         .await
         .unwrap();
-    starts.recv().await.unwrap();
+    within("the task to start", starts.recv()).await.unwrap();
     let group = producer
         .map::<Add>((0..200).map(|y| AddArgs { x: 0, y }))
         .await

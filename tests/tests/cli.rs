@@ -69,9 +69,10 @@ async fn send_call_sum_and_queues_work_against_a_demo_worker() {
     ])
     .await;
     assert!(!failed.status.success());
-    assert!(
-        stderr(&failed).contains("Reject: on purpose"),
-        "{}",
+    assert_eq!(
+        stderr(&failed).matches("Reject: on purpose").count(),
+        1,
+        "the failure is printed once:\n{}",
         stderr(&failed)
     );
 

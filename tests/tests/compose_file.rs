@@ -213,11 +213,7 @@ fn dockerfile_builds_the_workers_the_cli_and_the_stocks_service() {
         .lines()
         .find(|line| line.contains("cargo build"))
         .unwrap();
-    for package in [
-        "celeriac-worker",
-        "celeriac-producer",
-        "celeriac-example-stocks",
-    ] {
+    for package in ["celeriac-demo", "celeriac-admin", "celeriac-example-stocks"] {
         assert!(build.contains(&format!("-p {package}")), "{build}");
     }
     for binary in [

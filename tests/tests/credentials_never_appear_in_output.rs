@@ -1,7 +1,7 @@
 //! The broker password never appears in anything celeriac prints: the
 //! CLI's output, a worker's log at trace level (lapin's included), error
 //! messages, and the `Debug` and `Display` of configs, producers and
-//! errors; whether the broker takes the URL or not (wrong password, unknown
+//! errors (and the dashboard's `Debug` never shows its access token); whether the broker takes the URL or not (wrong password, unknown
 //! vhost, unreachable port, malformed URL).
 //!
 //! Each test runs as its own RabbitMQ user with a unique password, on its
@@ -10,6 +10,7 @@
 
 use std::process::{Output, Stdio};
 
+use celeriac_admin::DashboardConfig;
 use celeriac_producer::{Producer, ProducerConfig};
 use celeriac_shared::BrokerUrl;
 use celeriac_tests::{BrokerUser, DemoWorker, GUARD, unique, wait_for_consumers, workspace_binary};
@@ -254,6 +255,12 @@ async fn configs_producers_and_errors_never_show_the_password() {
     assert_hidden(&debug, password, "WorkerConfig");
     let producer = Producer::connect(producer_config).await.unwrap();
     assert_hidden(&format!("{producer:?}"), password, "Producer");
+    let token = unique("dashboard-token");
+    let dashboard_config = DashboardConfig {
+        token: Some(token.clone()),
+        ..DashboardConfig::default()
+    };
+    assert_hidden(&format!("{dashboard_config:?}"), &token, "DashboardConfig");
 
     let (name, vhost) = (&user.name, &user.vhost.name);
     let wrong = unique("wrong-secret");

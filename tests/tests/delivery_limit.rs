@@ -8,7 +8,7 @@ use std::time::Duration;
 use celeriac_shared::{DeadLetter, DeadLetterTopology, SendOptions, Task};
 use celeriac_tests::{
     GUARD, TestWorker, broker_url, channel, consume, delete_queues, next_delivery, producer_for,
-    unique,
+    unique, within,
 };
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use tokio::sync::mpsc;
@@ -53,7 +53,7 @@ async fn a_message_that_never_finishes_is_dead_lettered_at_the_delivery_limit() 
         .send_with::<Stalls>(&(), SendOptions::ignore_result())
         .await
         .unwrap();
-    starts.recv().await.unwrap();
+    within("the task to start", starts.recv()).await.unwrap();
     first.stop().await.unwrap();
 
     let second = TestWorker::start_with(config.clone(), stalling(started.clone()))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use celeriac_demo::{Sleep, SleepArgs};
 use celeriac_shared::SendOptions;
 use celeriac_tests::{
-    DemoWorker, GUARD, TestWorker, broker_url, delete_queues, producer_for, unique,
+    DemoWorker, GUARD, TestWorker, broker_url, delete_queues, producer_for, unique, within,
 };
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use tokio::sync::mpsc;
@@ -54,7 +54,10 @@ async fn in_flight_tasks_finish_and_send_their_results_before_the_worker_exits()
         .send::<Sleep>(&SleepArgs { seconds: 0.5 })
         .await
         .unwrap();
-    assert_eq!(starts.recv().await.unwrap(), handle.id());
+    assert_eq!(
+        within("the task to start", starts.recv()).await.unwrap(),
+        handle.id()
+    );
 
     worker.stop().await.unwrap();
     assert!(
@@ -81,7 +84,10 @@ async fn tasks_still_running_after_the_grace_period_are_requeued() {
         .unwrap()
         .id()
         .to_owned();
-    assert_eq!(starts.recv().await.unwrap(), id);
+    assert_eq!(
+        within("the task to start", starts.recv()).await.unwrap(),
+        id
+    );
     worker.stop().await.unwrap();
     assert!(!finished.load(Ordering::SeqCst));
 
@@ -132,5 +138,11 @@ async fn the_demo_worker_exits_zero_on_sigterm_after_finishing_its_task() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
     assert_eq!(handle.wait(Duration::from_secs(1)).await.unwrap(), 1.0);
+    let log = worker.read_to_end().await.unwrap();
+    assert!(
+        !log.iter().any(|line| line.contains("ERROR")),
+        "a clean stop logs no ERROR:\n{}",
+        log.join("\n")
+    );
     delete_queues(&[&queue]).await;
 }

@@ -91,10 +91,7 @@ async fn backoff_delays_grow_between_retries() {
     let (seen, mut attempts) = mpsc::unbounded_channel();
     let policy = RetryPolicy {
         max_retries: 2,
-        backoff: Backoff::Exponential {
-            min: Duration::from_secs(1),
-            max: Duration::from_secs(4),
-        },
+        backoff: options_backoff(),
         retry_unexpected: true,
     };
     let options = TaskOptions {
@@ -127,10 +124,22 @@ async fn backoff_delays_grow_between_retries() {
     );
     let mut runs = Vec::new();
     for _ in 0..3 {
-        runs.push(attempts.recv().await.unwrap());
+        let run = tokio::time::timeout(GUARD, attempts.recv()).await.unwrap();
+        runs.push(run.unwrap());
     }
-    let first_gap = runs[1].1 - runs[0].1;
-    assert!(first_gap >= Duration::from_millis(900), "{first_gap:?}");
+    // Each attempt waited at least the shortest delay its retry count
+    // allows; the policy's bounds grow per attempt (its unit tests).
+    let backoff = &options_backoff();
+    for (retry, pair) in runs.windows(2).enumerate() {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "attempts in order");
+        let gap = pair[1].1 - pair[0].1;
+        let shortest = *backoff.bounds(retry as u32).start();
+        assert!(
+            gap + Duration::from_millis(100) >= shortest,
+            "retry {retry}: {gap:?}"
+        );
+    }
+    assert!(backoff.bounds(1).end() > backoff.bounds(0).end());
     worker.stop().await.unwrap();
     delete_queues(&[&queue, &DeadLetterTopology::queue_name(&queue)]).await;
 }
@@ -237,4 +246,12 @@ async fn a_dead_letter_never_expires_even_if_its_task_had_an_expiry() {
     );
     worker.stop().await.unwrap();
     delete_queues(&[&queue, &DeadLetterTopology::queue_name(&queue)]).await;
+}
+
+/// The backoff of `backoff_delays_grow_between_retries`.
+fn options_backoff() -> Backoff {
+    Backoff::Exponential {
+        min: Duration::from_secs(1),
+        max: Duration::from_secs(4),
+    }
 }

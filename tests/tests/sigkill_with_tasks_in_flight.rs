@@ -71,7 +71,14 @@ async fn no_task_is_lost_when_a_worker_is_killed_with_a_thousand_in_flight() {
     };
     tokio::time::timeout(GUARD, all_received).await.unwrap();
     doomed.kill().await.unwrap();
-    let finished_before_kill = ledger::runs(&ledger_path).len();
+    doomed.wait().await.unwrap();
+    let finished: HashSet<String> = ledger::runs(&ledger_path).into_iter().collect();
+    let finished_before_kill = finished.len();
+    let cut_short: Vec<&String> = ids.iter().filter(|id| !finished.contains(*id)).collect();
+    assert!(
+        !cut_short.is_empty(),
+        "the kill must hit tasks that had not finished; all {TASKS} had"
+    );
 
     let killed_at = Instant::now();
     let config = celeriac_worker::WorkerConfig {
@@ -114,6 +121,10 @@ async fn no_task_is_lost_when_a_worker_is_killed_with_a_thousand_in_flight() {
          all done {recovered_in:?} after the kill"
     );
     assert_eq!(lost, 0);
+    assert!(
+        cut_short.iter().all(|id| counts.contains_key(id.as_str())),
+        "every task the kill cut short ran again"
+    );
     assert!(
         counts.keys().all(|id| expected.contains(id)),
         "no unknown runs"

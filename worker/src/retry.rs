@@ -1,5 +1,6 @@
 //! Retry policies: how often and after how long a failed task runs again.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// How a task is retried. Set per task with
@@ -63,16 +64,25 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The delay before retry number `retries` (0 for the first retry).
+    /// The delay before retry number `retries` (0 for the first retry):
+    /// a random one within [`Backoff::bounds`].
     pub fn delay(&self, retries: u32) -> Duration {
+        let bounds = self.bounds(retries);
+        let (low, high) = (*bounds.start(), *bounds.end());
+        let spread = high.saturating_sub(low).as_millis();
+        let jitter = fastrand::u64(0..=u64::try_from(spread).unwrap_or(u64::MAX));
+        low + Duration::from_millis(jitter)
+    }
+
+    /// The shortest and longest delay before retry number `retries`: for
+    /// exponential backoff, `min` to `min(max, min * 2^retries)`, so the
+    /// range doubles with every retry until it reaches `max`.
+    pub fn bounds(&self, retries: u32) -> RangeInclusive<Duration> {
         match *self {
-            Backoff::Fixed(delay) => delay,
+            Backoff::Fixed(delay) => delay..=delay,
             Backoff::Exponential { min, max } => {
                 let factor = 2u32.saturating_pow(retries.min(31));
-                let cap = min.saturating_mul(factor).min(max).max(min);
-                let spread = cap.saturating_sub(min).as_millis();
-                let jitter = fastrand::u64(0..=u64::try_from(spread).unwrap_or(u64::MAX));
-                min + Duration::from_millis(jitter)
+                min..=min.saturating_mul(factor).min(max).max(min)
             }
         }
     }
@@ -95,6 +105,24 @@ mod tests {
             assert!((Duration::from_secs(1)..=Duration::from_secs(4)).contains(&third));
             let late = backoff.delay(30);
             assert!((Duration::from_secs(1)..=Duration::from_secs(10)).contains(&late));
+        }
+    }
+
+    #[test]
+    fn exponential_bounds_double_per_retry_up_to_the_maximum() {
+        let backoff = Backoff::Exponential {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
+        let highest: Vec<u64> = (0..6).map(|n| backoff.bounds(n).end().as_secs()).collect();
+        assert_eq!(highest, [1, 2, 4, 8, 10, 10]);
+        for retries in 0..40 {
+            let bounds = backoff.bounds(retries);
+            assert_eq!(*bounds.start(), Duration::from_secs(1));
+            assert!(bounds.end() <= backoff.bounds(retries + 1).end());
+            for _ in 0..50 {
+                assert!(bounds.contains(&backoff.delay(retries)), "retry {retries}");
+            }
         }
     }
 

@@ -168,7 +168,7 @@ impl Session {
         if let (Some(heartbeat), Some(identity)) = (heartbeat, shared.identity) {
             heartbeat.stop(identity, graceful).await;
         }
-        close(connection, consumers).await;
+        close(connection, consumers, dispatcher).await;
         ended
     }
 }
@@ -182,12 +182,22 @@ async fn stop_consuming(consumers: &[QueueConsumer]) {
     }
 }
 
-/// Sends the last acks and closes the connection: the broker requeues
-/// whatever is still unacknowledged.
-async fn close(connection: Connection, consumers: Vec<QueueConsumer>) {
+/// Sends the last acks, closes every channel and then the connection: the
+/// broker requeues whatever is still unacknowledged. Each channel is
+/// closed before the connection, so that none is left to close itself
+/// (when its last handle drops) while the connection is already closing,
+/// which lapin would log as a connection error.
+async fn close(connection: Connection, consumers: Vec<QueueConsumer>, dispatcher: Arc<Dispatcher>) {
     for consumer in consumers {
         consumer.acks.close().await;
+        let _ = consumer.channel.close(200, "worker shutdown".into()).await;
     }
+    let _ = dispatcher
+        .publisher
+        .channel
+        .close(200, "worker shutdown".into())
+        .await;
+    drop(dispatcher);
     let _ = connection.close(200, "worker shutdown".into()).await;
 }
 

@@ -29,9 +29,10 @@ use crate::{
 /// process is reading is [`Error::QueueBusy`].
 ///
 /// ```no_run
-/// use celeriac_producer::{DeadLetters, Producer, ProducerConfig, Selection};
+/// use celeriac_admin::{DeadLetters, Selection};
+/// use celeriac_producer::{Producer, ProducerConfig};
 ///
-/// # async fn run() -> Result<(), celeriac_producer::Error> {
+/// # async fn run() -> Result<(), celeriac_admin::Error> {
 /// let producer = Producer::connect(ProducerConfig::default()).await?;
 /// let dead = DeadLetters::new(&producer);
 /// let queues = ["celery".to_owned()];

@@ -30,7 +30,8 @@ use crate::{DeadLetters, Error};
 /// [`Dashboard::serve`] does both on a listener until shutdown.
 ///
 /// ```no_run
-/// use celeriac_producer::{Dashboard, DashboardConfig, Producer, ProducerConfig};
+/// use celeriac_admin::{Dashboard, DashboardConfig};
+/// use celeriac_producer::{Producer, ProducerConfig};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let producer = Producer::connect(ProducerConfig::default()).await?;

@@ -1,10 +1,11 @@
 //! What the dashboard shows and how it reaches the broker.
 
+use std::fmt;
 use std::time::Duration;
 
 /// How a [`Dashboard`](crate::Dashboard) samples the broker and what it
-/// lets its visitors do.
-#[derive(Debug, Clone)]
+/// lets its visitors do. Its `Debug` output hides the token.
+#[derive(Clone)]
 pub struct DashboardConfig {
     /// The work queues to show (their dead-letter queues are
     /// `<queue>.dead`); queues that workers announce in their heartbeats
@@ -35,6 +36,21 @@ pub struct DashboardConfig {
     /// How much throughput history the chart shows. Defaults to 10
     /// minutes.
     pub history: Duration,
+}
+
+impl fmt::Debug for DashboardConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DashboardConfig")
+            .field("queues", &self.queues)
+            .field("refresh", &self.refresh)
+            .field("delay_scan", &self.delay_scan)
+            .field("management_url", &self.management_url)
+            .field("jaeger_url", &self.jaeger_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("page_size", &self.page_size)
+            .field("history", &self.history)
+            .finish()
+    }
 }
 
 impl Default for DashboardConfig {

@@ -1,6 +1,8 @@
 //! What a dead-letter page or action was asked for: the filter, the
 //! selected task ids, replay or delete.
 
+use maud::{Markup, html};
+
 use super::html::{hidden, url_part};
 use crate::Selection;
 
@@ -94,16 +96,17 @@ impl Filter {
     }
 
     /// The filter as hidden form fields.
-    pub(crate) fn hidden_fields(&self) -> String {
+    pub(crate) fn hidden_fields(&self) -> Markup {
         let fields = [
             ("queue", &self.queue),
             ("task", &self.task),
             ("error", &self.error),
         ];
-        fields
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| hidden(k, v)))
-            .collect()
+        html! {
+            @for (name, value) in fields {
+                @if let Some(value) = value { (hidden(name, value)) }
+            }
+        }
     }
 
     /// Whether any filter is set.

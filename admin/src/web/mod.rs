@@ -21,6 +21,7 @@ mod overview_page;
 mod routes;
 mod sampler;
 mod security;
+mod text;
 mod throughput;
 mod worker_events;
 mod worker_list;

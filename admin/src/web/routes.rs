@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use maud::Markup;
 use serde_json::json;
 
 use super::dashboard::Inner;
@@ -100,7 +101,7 @@ impl Inner {
 }
 
 async fn overview(State(inner): Shared) -> Html<String> {
-    Html(overview_page(
+    html(overview_page(
         &inner.overview(),
         inner.refresh_ms(),
         inner.window_s(),
@@ -108,15 +109,15 @@ async fn overview(State(inner): Shared) -> Html<String> {
 }
 
 async fn overview_part(State(inner): Shared) -> Html<String> {
-    Html(overview_fragment(&inner.overview(), inner.window_s()))
+    html(overview_fragment(&inner.overview(), inner.window_s()))
 }
 
 async fn workers(State(inner): Shared) -> Html<String> {
-    Html(workers_page(&inner.overview(), inner.refresh_ms()))
+    html(workers_page(&inner.overview(), inner.refresh_ms()))
 }
 
 async fn workers_part(State(inner): Shared) -> Html<String> {
-    Html(workers_fragment(&inner.overview()))
+    html(workers_fragment(&inner.overview()))
 }
 
 async fn api_overview(State(inner): Shared) -> Response {
@@ -131,7 +132,7 @@ async fn dead_letters(State(inner): Shared, RawQuery(query): RawQuery) -> Respon
         Ok::<_, Error>((entries, all))
     };
     match listed.await {
-        Ok((entries, all)) => Html(list_page(&ListPage {
+        Ok((entries, all)) => html(list_page(&ListPage {
             filter: &filter,
             queues: &all,
             entries: &entries,
@@ -167,7 +168,7 @@ async fn detail(State(inner): Shared, Path((queue, task_id)): Path<(String, Stri
         inner.dead.find(&queues, &task_id).await
     };
     match found.await {
-        Ok(Some(entry)) => Html(detail_page(
+        Ok(Some(entry)) => html(detail_page(
             &entry,
             inner.config.jaeger_url.as_deref(),
             &inner.guard.csrf,
@@ -175,7 +176,7 @@ async fn detail(State(inner): Shared, Path((queue, task_id)): Path<(String, Stri
         .into_response(),
         Ok(None) => (
             StatusCode::NOT_FOUND,
-            Html(error_page(
+            html(error_page(
                 "Not found",
                 &format!("No dead letter with task id {task_id} (replayed or deleted meanwhile?)"),
             )),
@@ -194,7 +195,7 @@ struct Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.status, Html(error_page(self.title, &self.why))).into_response()
+        (self.status, html(error_page(self.title, &self.why))).into_response()
     }
 }
 
@@ -227,12 +228,12 @@ async fn confirm(State(inner): Shared, headers: HeaderMap, body: Bytes) -> Respo
         inner.dead.list(&queues, &form.selection()).await
     };
     match listed.await {
-        Ok(matching) if matching.is_empty() => Html(error_page(
+        Ok(matching) if matching.is_empty() => html(error_page(
             "Nothing to do",
             "No dead letter matches any more: replayed or deleted meanwhile?",
         ))
         .into_response(),
-        Ok(matching) => Html(confirm_page(&form, &matching, &inner.guard.csrf)).into_response(),
+        Ok(matching) => html(confirm_page(&form, &matching, &inner.guard.csrf)).into_response(),
         Err(err) => failure(&err),
     }
 }
@@ -258,7 +259,7 @@ async fn act(inner: &Inner, headers: &HeaderMap, body: &[u8], action: Action) ->
         let why = "not confirmed: use the confirmation page's button";
         return (
             StatusCode::BAD_REQUEST,
-            Html(error_page("Not confirmed", why)),
+            html(error_page("Not confirmed", why)),
         )
             .into_response();
     }
@@ -269,11 +270,11 @@ async fn act(inner: &Inner, headers: &HeaderMap, body: &[u8], action: Action) ->
     let selection = form.selection();
     match action {
         Action::Replay => match inner.dead.replay(&queues, &selection, |_| {}).await {
-            Ok(summary) => Html(replayed_page(&summary, &form.filter)).into_response(),
+            Ok(summary) => html(replayed_page(&summary, &form.filter)).into_response(),
             Err(err) => failure(&err),
         },
         Action::Delete => match inner.dead.purge(&queues, &selection).await {
-            Ok(summary) => Html(deleted_page(&summary, &form.filter)).into_response(),
+            Ok(summary) => html(deleted_page(&summary, &form.filter)).into_response(),
             Err(err) => failure(&err),
         },
     }
@@ -288,6 +289,11 @@ async fn style() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
 }
 
+/// A rendered page or fragment as a response body.
+fn html(markup: Markup) -> Html<String> {
+    Html(markup.into_string())
+}
+
 /// An error page whose status says whose fault it is.
 fn failure(err: &Error) -> Response {
     let (status, title) = match err {
@@ -296,5 +302,5 @@ fn failure(err: &Error) -> Response {
         _ => (StatusCode::BAD_GATEWAY, "Broker error"),
     };
     let text = ErrorChain(err).to_string();
-    (status, Html(error_page(title, &text))).into_response()
+    (status, html(error_page(title, &text))).into_response()
 }

@@ -89,12 +89,14 @@ async fn call(producer: &Producer, task: &TaskArgs, timeout: Duration) -> anyhow
             Ok(ExitCode::SUCCESS)
         }
         Err(CallError::Failed { task_id, failure }) => {
-            eprintln!(
-                "task {task_id} failed: {}: {}",
-                failure.exc_type, failure.message
-            );
-            if let Some(traceback) = failure.traceback {
-                eprintln!("{}", traceback.trim_end());
+            let error = format!("{}: {}", failure.exc_type, failure.message);
+            eprintln!("task {task_id} failed: {error}");
+            // A Python traceback says more than its last line; a Rust
+            // worker's is that line again, plus the error's sources.
+            let traceback = failure.traceback.as_deref().map(str::trim_end);
+            if let Some(more) = traceback.filter(|t| !t.is_empty() && *t != error) {
+                let more = more.strip_prefix(error.as_str()).unwrap_or(more);
+                eprintln!("{}", more.trim_start_matches('\n'));
             }
             Ok(ExitCode::FAILURE)
         }
