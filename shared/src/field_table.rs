@@ -58,6 +58,39 @@ pub(crate) fn nests_deeper_than(value: &AMQPValue, levels: usize) -> bool {
     }
 }
 
+/// An AMQP integer of any width as an `i64`; `None` for other types.
+pub fn amqp_integer(value: &AMQPValue) -> Option<i64> {
+    match *value {
+        AMQPValue::ShortShortInt(n) => Some(n.into()),
+        AMQPValue::ShortShortUInt(n) => Some(n.into()),
+        AMQPValue::ShortInt(n) => Some(n.into()),
+        AMQPValue::ShortUInt(n) => Some(n.into()),
+        AMQPValue::LongInt(n) => Some(n.into()),
+        AMQPValue::LongUInt(n) => Some(n.into()),
+        AMQPValue::LongLongInt(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// An AMQP long or short string that is UTF-8; `None` otherwise.
+pub fn amqp_str(value: &AMQPValue) -> Option<&str> {
+    match value {
+        AMQPValue::LongString(text) => std::str::from_utf8(text.as_bytes()).ok(),
+        AMQPValue::ShortString(text) => Some(text.as_str()),
+        _ => None,
+    }
+}
+
+/// Header `name` of `headers` as an integer (any AMQP width).
+pub fn integer_header(headers: Option<&FieldTable>, name: &str) -> Option<i64> {
+    amqp_integer(headers?.inner().get(name)?)
+}
+
+/// Header `name` of `headers` as UTF-8 text.
+pub fn string_header<'a>(headers: Option<&'a FieldTable>, name: &str) -> Option<&'a str> {
+    amqp_str(headers?.inner().get(name)?)
+}
+
 /// Converts `value`, with `levels` more levels of tables and arrays
 /// allowed.
 fn to_json(value: &AMQPValue, levels: usize) -> Value {

@@ -64,7 +64,9 @@ pub use delay::{
 pub use delivery_count::{DELIVERIES_HEADER, QUORUM_DELIVERIES_HEADER};
 pub use error::Error;
 pub use error_chain::ErrorChain;
-pub use field_table::{field_table_to_json, json_to_field_table};
+pub use field_table::{
+    amqp_integer, amqp_str, field_table_to_json, integer_header, json_to_field_table, string_header,
+};
 pub use message::{CONTENT_ENCODING, CONTENT_TYPE, Embed, TaskMessage};
 pub use result::{ResultMessage, TaskFailure, TaskState};
 pub use result_lost::ResultLost;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::field_table::{MAX_HEADER_DEPTH, amqp_to_json, json_to_amqp, nests_deeper_than};
-use crate::{Error, TimeLimit, json_to_field_table};
+use crate::{Error, TimeLimit, amqp_integer, json_to_field_table};
 
 /// The application headers of a protocol v2 task message, with their JSON
 /// types exactly as Celery sends them.
@@ -244,17 +244,10 @@ impl Header<'_> {
     }
 
     fn integer<T: TryFrom<i64>>(&self) -> Result<Option<T>, Error> {
-        let n = match *self.value {
-            AMQPValue::Void => return Ok(None),
-            AMQPValue::ShortShortInt(n) => n.into(),
-            AMQPValue::ShortShortUInt(n) => n.into(),
-            AMQPValue::ShortInt(n) => n.into(),
-            AMQPValue::ShortUInt(n) => n.into(),
-            AMQPValue::LongInt(n) => n.into(),
-            AMQPValue::LongUInt(n) => n.into(),
-            AMQPValue::LongLongInt(n) => n,
-            _ => return Err(self.invalid("expected an integer")),
-        };
+        if let AMQPValue::Void = self.value {
+            return Ok(None);
+        }
+        let n = amqp_integer(self.value).ok_or_else(|| self.invalid("expected an integer"))?;
         T::try_from(n)
             .map(Some)
             .map_err(|_| self.invalid(format!("{n} is out of range")))

@@ -10,11 +10,10 @@ use std::time::Instant;
 
 use celeriac_shared::{
     DELIVERIES_HEADER, DeadLetter, QUORUM_DELIVERIES_HEADER, ResultMessage, TaskMessage,
-    strip_delay_prefix,
+    integer_header, strip_delay_prefix,
 };
 use chrono::Utc;
 use lapin::message::Delivery;
-use lapin::types::AMQPValue;
 use tracing::{Instrument, Span, error, info, warn};
 
 use crate::acks::{Acks, Settlement};
@@ -277,14 +276,8 @@ fn caller<'a>(
 
 /// What the delivery and its headers say about earlier deliveries.
 fn deliveries(delivery: &Delivery) -> Deliveries {
-    let header = |name: &str| {
-        delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get(name))
-            .and_then(integer)
-    };
+    let headers = delivery.properties.headers().as_ref();
+    let header = |name: &str| integer_header(headers, name).and_then(|n| u32::try_from(n).ok());
     Deliveries {
         redelivered: delivery.redelivered,
         quorum_count: header(QUORUM_DELIVERIES_HEADER),
@@ -308,20 +301,6 @@ fn settle(acks: &Acks, delivery: &Delivery, confirmed: Result<(), PublishError>)
         }
     };
     acks.finished(delivery.delivery_tag, settlement);
-}
-
-fn integer(value: &AMQPValue) -> Option<u32> {
-    let n: i64 = match value {
-        AMQPValue::ShortShortInt(n) => (*n).into(),
-        AMQPValue::ShortShortUInt(n) => (*n).into(),
-        AMQPValue::ShortInt(n) => (*n).into(),
-        AMQPValue::ShortUInt(n) => (*n).into(),
-        AMQPValue::LongInt(n) => (*n).into(),
-        AMQPValue::LongUInt(n) => (*n).into(),
-        AMQPValue::LongLongInt(n) => *n,
-        _ => return None,
-    };
-    u32::try_from(n).ok()
 }
 
 /// One line per task, as Celery's worker writes it.

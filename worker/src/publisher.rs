@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use celeriac_shared::{
     DELAY_ENTRY_EXCHANGE, DELIVERIES_HEADER, DeadLetter, DeadLetterTopology, DelayTopology,
-    MAX_DELAY, QUORUM_DELIVERIES_HEADER, ResultMessage, Topology, check_confirm,
+    MAX_DELAY, QUORUM_DELIVERIES_HEADER, ResultMessage, Topology, check_confirm, string_header,
 };
 use chrono::{SecondsFormat, Utc};
 use lapin::message::Delivery;
@@ -227,12 +227,7 @@ pub(crate) fn task_id(delivery: &Delivery) -> Option<&str> {
 
 /// The task name of a delivery, from its `task` header.
 pub(crate) fn task_name(delivery: &Delivery) -> Option<&str> {
-    let headers = delivery.properties.headers().as_ref()?;
-    match headers.inner().get("task")? {
-        AMQPValue::LongString(name) => std::str::from_utf8(name.as_bytes()).ok(),
-        AMQPValue::ShortString(name) => Some(name.as_str()),
-        _ => None,
-    }
+    string_header(delivery.properties.headers().as_ref(), "task")
 }
 
 /// The properties without `expiration`: a per-message TTL would expire a

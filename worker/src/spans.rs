@@ -7,9 +7,11 @@
 //! they are disabled: no field is formatted, no header is parsed.
 
 use celeriac_shared::trace_context::{self, DestinationName};
-use celeriac_shared::{MESSAGING_SPAN_TARGET, TaskFailure, TaskState};
+use celeriac_shared::{
+    MESSAGING_SPAN_TARGET, TaskFailure, TaskState, integer_header, string_header,
+};
 use lapin::message::Delivery;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Status, TraceContextExt};
 use tracing::Span;
@@ -196,26 +198,5 @@ fn disposition_label(disposition: Disposition) -> &'static str {
         Disposition::Ack => "ack",
         Disposition::Retry { .. } => "retry",
         Disposition::DeadLetter { .. } => "dead-letter",
-    }
-}
-
-fn string_header<'a>(headers: Option<&'a FieldTable>, name: &str) -> Option<&'a str> {
-    match headers?.inner().get(name)? {
-        AMQPValue::LongString(value) => std::str::from_utf8(value.as_bytes()).ok(),
-        AMQPValue::ShortString(value) => Some(value.as_str()),
-        _ => None,
-    }
-}
-
-fn integer_header(headers: Option<&FieldTable>, name: &str) -> Option<i64> {
-    match headers?.inner().get(name)? {
-        AMQPValue::ShortShortInt(n) => Some((*n).into()),
-        AMQPValue::ShortShortUInt(n) => Some((*n).into()),
-        AMQPValue::ShortInt(n) => Some((*n).into()),
-        AMQPValue::ShortUInt(n) => Some((*n).into()),
-        AMQPValue::LongInt(n) => Some((*n).into()),
-        AMQPValue::LongUInt(n) => Some((*n).into()),
-        AMQPValue::LongLongInt(n) => Some(*n),
-        _ => None,
     }
 }

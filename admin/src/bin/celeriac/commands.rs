@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::{Cli, Command, TaskArgs, TopologyAction};
+use crate::cli::{Cli, Command, TaskArgs, TopologyAction};
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = match &cli.config {

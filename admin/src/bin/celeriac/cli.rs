@@ -1,0 +1,99 @@
+//! The `celeriac` command line's flags and subcommands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use celeriac_telemetry::LogFormat;
+use clap::{Parser, Subcommand};
+
+use crate::{dashboard, dlq, retries};
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(version, about = "Send celeriac tasks and inspect queues")]
+pub(crate) struct Cli {
+    /// Broker URL.
+    #[arg(long, global = true, env = "CELERIAC_BROKER_URL", default_value = celeriac_shared::BrokerUrl::LOCAL, hide_env_values = true, hide_default_value = true)]
+    pub(crate) broker: String,
+    /// Routing and topology file (TOML).
+    #[arg(long, global = true, env = "CELERIAC_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Log lines (to stderr) as `human` text or `json`.
+    #[arg(long, global = true, env = "CELERIAC_LOG_FORMAT", default_value_t = LogFormat::Human)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Positional and keyword arguments of a task, as JSON.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TaskArgs {
+    /// The task name, e.g. `demo.add`.
+    pub(crate) task: String,
+    /// Positional arguments, a JSON array.
+    #[arg(long, default_value = "[]")]
+    pub(crate) args: String,
+    /// Keyword arguments, a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub(crate) kwargs: String,
+    /// Send to this queue instead of the routed one.
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Send a task without waiting for its result; prints the task id.
+    Send {
+        #[command(flatten)]
+        task: TaskArgs,
+        /// Run no earlier than this from now, e.g. `10s` (the eta header).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        countdown: Option<Duration>,
+        /// Message priority (needs a queue with max_priority).
+        #[arg(long)]
+        priority: Option<u8>,
+    },
+    /// Send a task and print its result as JSON.
+    Call {
+        #[command(flatten)]
+        task: TaskArgs,
+        /// How long to wait for the result.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Sum 1..=N by mapping demo.sum_range over chunks across the workers.
+    Sum {
+        /// The last integer of the sum.
+        #[arg(long)]
+        to: i64,
+        /// How many chunks (tasks) to split the range into.
+        #[arg(long, default_value_t = 16)]
+        chunks: u32,
+        /// How long to wait for all chunks.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Declare exchanges and queues.
+    Topology {
+        #[command(subcommand)]
+        action: TopologyAction,
+    },
+    /// List configured queues with message and consumer counts.
+    Queues,
+    /// List, show, replay and purge dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: dlq::DlqAction,
+    },
+    /// Show the retries, countdowns and etas waiting in the delay queues.
+    Retries(retries::RetriesArgs),
+    /// Serve the web dashboard: queues, workers, dead letters.
+    Dashboard(dashboard::DashboardArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopologyAction {
+    /// Declare every configured queue, its exchange and binding.
+    Declare,
+}
