@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use crate::{
     Add, AddArgs, Fail, FailArgs, Flaky, FlakyArgs, Sleep, SleepArgs, SumRange, SumRangeArgs,
-    sum_range,
+    Total, TotalArgs, sum_range,
 };
 
 use celeriac_worker::{Registry, TaskContext, TaskError};
 
 /// A registry with `demo.add`, `demo.sum_range`, `demo.sleep`,
-/// `demo.fail` and `demo.flaky`.
+/// `demo.fail`, `demo.flaky` and `demo.total`.
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
@@ -18,7 +18,8 @@ pub fn registry() -> Registry {
         .register::<SumRange, _, _>(sum)
         .register::<Sleep, _, _>(sleep)
         .register::<Fail, _, _>(fail)
-        .register::<Flaky, _, _>(flaky);
+        .register::<Flaky, _, _>(flaky)
+        .register::<Total, _, _>(total);
     registry
 }
 
@@ -57,4 +58,12 @@ pub async fn flaky(args: FlakyArgs, ctx: TaskContext) -> Result<u32, TaskError> 
         return Err(TaskError::retry_after(message, Duration::from_secs(1)));
     }
     Ok(ctx.retries() + 1)
+}
+
+/// `demo.total(values)`: the sum; overflow is a permanent failure.
+pub async fn total(args: TotalArgs, _ctx: TaskContext) -> Result<i64, TaskError> {
+    args.values
+        .iter()
+        .try_fold(0i64, |sum, value| sum.checked_add(*value))
+        .ok_or_else(|| TaskError::reject("the total overflows"))
 }

@@ -108,6 +108,24 @@ impl Task for Flaky {
     type Output = u32;
 }
 
+/// `demo.total(values)`: the sum of a list of integers, as a chord's body
+/// gets its header's results.
+#[derive(Debug)]
+pub struct Total;
+
+/// Arguments of [`Total`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotalArgs {
+    /// The integers to add up.
+    pub values: Vec<i64>,
+}
+
+impl Task for Total {
+    const NAME: &'static str = "demo.total";
+    type Args = TotalArgs;
+    type Output = i64;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,16 @@ pub enum Error {
         /// The configured limit.
         after: Duration,
     },
+    /// A chain, group or chord signature cannot be sent (malformed
+    /// option, nested canvas, too many steps).
+    #[error(transparent)]
+    Workflow(#[from] celeriac_shared::SignatureError),
+    /// A chain with no steps.
+    #[error("a {what} needs at least one task")]
+    EmptyWorkflow {
+        /// Which canvas.
+        what: &'static str,
+    },
     /// The operation did not complete in time.
     #[error("{operation} timed out after {after:?}")]
     Timeout {
@@ -117,6 +127,8 @@ impl Error {
             | Error::Nacked { .. }
             | Error::DuplicateTaskId { .. }
             | Error::Unconfirmed { .. }
+            | Error::Workflow(_)
+            | Error::EmptyWorkflow { .. }
             | Error::Timeout { .. } => false,
         }
     }

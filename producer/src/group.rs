@@ -35,6 +35,11 @@ impl<O: DeserializeOwned + Send + 'static> Group<O> {
         Ok(Self { handles })
     }
 
+    /// A group of handles already sent.
+    pub(crate) fn from_handles(handles: Vec<TaskHandle<O>>) -> Self {
+        Self { handles }
+    }
+
     /// The task ids, in input order.
     pub fn ids(&self) -> Vec<&str> {
         self.handles.iter().map(TaskHandle::id).collect()

@@ -44,6 +44,7 @@
 //! ```
 
 mod attempts;
+mod canvas;
 mod channels;
 mod config;
 mod declarations;
@@ -52,6 +53,7 @@ mod group;
 mod handle;
 mod producer;
 mod replies;
+mod reply_slot;
 mod tracing_span;
 
 pub use config::ProducerConfig;

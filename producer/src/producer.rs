@@ -9,6 +9,7 @@ use crate::attempts::{Attempts, Next};
 use crate::channels::Channels;
 use crate::declarations::{Declarations, declare};
 use crate::replies::Replies;
+use crate::reply_slot::ReplySlot;
 use crate::tracing_span;
 use crate::{Error, Group, ProducerConfig, TaskHandle};
 use celeriac_shared::{
@@ -137,11 +138,26 @@ impl Producer {
     ) -> Result<TaskHandle<O>, Error> {
         let mut message = TaskMessage::new(task, args, kwargs);
         options.apply(&mut message, Utc::now());
+        let slot = (!options.ignore_result).then_some(ReplySlot::Message);
+        self.send_message(message, options.queue.as_deref(), slot)
+            .await
+    }
+
+    /// Sends a built message to `queue` (or its routed queue), tried
+    /// again through broker restarts until the send timeout; with a
+    /// `slot`, the producer's reply queue is written there and the handle
+    /// waits for that result.
+    pub(crate) async fn send_message<O: serde::de::DeserializeOwned>(
+        &self,
+        mut message: TaskMessage,
+        queue: Option<&str>,
+        slot: Option<ReplySlot>,
+    ) -> Result<TaskHandle<O>, Error> {
         message.headers.origin = Some(self.inner.origin.clone());
         let mut attempts = Attempts::new(message.id(), self.inner.config.send_timeout);
         let mut handle = None;
         loop {
-            let attempt = self.attempt(&mut message, &options, &mut handle);
+            let attempt = self.attempt(&mut message, queue, slot, &mut handle);
             let Err(err) = attempts.run(attempt).await else {
                 break;
             };
@@ -149,8 +165,9 @@ impl Producer {
                 self.inner.declarations.forget().await;
             }
         }
-        Ok(handle
-            .unwrap_or_else(|| TaskHandle::new(message.id().to_owned(), task.to_owned(), None)))
+        Ok(handle.unwrap_or_else(|| {
+            TaskHandle::new(message.id().to_owned(), message.task().to_owned(), None)
+        }))
     }
 
     /// One attempt at sending: the reply queue (declared again if the last
@@ -158,39 +175,41 @@ impl Producer {
     async fn attempt<O: serde::de::DeserializeOwned>(
         &self,
         message: &mut TaskMessage,
-        options: &SendOptions,
+        queue: Option<&str>,
+        slot: Option<ReplySlot>,
         handle: &mut Option<TaskHandle<O>>,
     ) -> Result<(), Error> {
-        if !options.ignore_result {
-            let (queue, generation) = self.inner.replies.queue(&self.inner.channels).await?;
-            message.reply_to = Some(queue);
+        if let Some(slot) = slot {
+            let (reply_queue, generation) = self.inner.replies.queue(&self.inner.channels).await?;
+            slot.place(message, &reply_queue);
             match handle {
                 Some(handle) => handle.retarget(generation),
-                None => *handle = Some(self.register(message, generation)?),
+                None => {
+                    let task_id = slot.task_id(message);
+                    *handle = Some(self.register(task_id, message.task(), generation)?);
+                }
             }
         }
-        self.publish(message, options.queue.as_deref()).await
+        self.publish(message, queue).await
     }
 
-    /// A handle waiting for `message`'s result on reply queue `generation`.
+    /// A handle waiting for the result of `task_id` on reply queue
+    /// `generation`.
     fn register<O: serde::de::DeserializeOwned>(
         &self,
-        message: &TaskMessage,
+        task_id: String,
+        task: &str,
         generation: u64,
     ) -> Result<TaskHandle<O>, Error> {
         let pending = Arc::clone(&self.inner.replies.pending);
         let (token, receiver) =
             pending
-                .register(message.id(), generation)
+                .register(&task_id, generation)
                 .ok_or_else(|| Error::DuplicateTaskId {
-                    task_id: message.id().to_owned(),
+                    task_id: task_id.clone(),
                 })?;
         let slot = Some((receiver, pending, token));
-        Ok(TaskHandle::new(
-            message.id().to_owned(),
-            message.task().to_owned(),
-            slot,
-        ))
+        Ok(TaskHandle::new(task_id, task.to_owned(), slot))
     }
 
     /// Sends a typed task and waits up to `timeout` for its output.

@@ -96,5 +96,7 @@ fn error_type(err: &Error) -> &'static str {
         Error::Unconfirmed { .. } => "unconfirmed",
         Error::Stalled { .. } => "stalled",
         Error::Timeout { .. } => "timeout",
+        Error::Workflow(_) => "workflow",
+        Error::EmptyWorkflow { .. } => "empty_workflow",
     }
 }

@@ -23,6 +23,7 @@
 mod arguments;
 mod broker_error;
 mod broker_url;
+mod chord;
 mod config;
 mod confirm;
 mod dead_letter;
@@ -41,6 +42,7 @@ mod result;
 mod result_lost;
 mod routing;
 mod sender;
+mod signature;
 mod task;
 mod task_headers;
 mod time_limit;
@@ -51,6 +53,10 @@ mod worker_event;
 pub use arguments::{decode_arguments, encode_arguments};
 pub use broker_error::{is_not_found, is_transient};
 pub use broker_url::BrokerUrl;
+pub use chord::{
+    CHORD_CHECKS_HEADER, CHORD_JOIN_TASK, CHORD_QUEUE, ChordJoin, MAX_CHECK_INTERVAL,
+    RESULTS_QUEUE_EXPIRES, check_interval, results_queue,
+};
 pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
 pub use confirm::{ConfirmError, check_confirm};
 pub use dead_letter::{
@@ -72,6 +78,7 @@ pub use result::{ResultMessage, TaskFailure, TaskState};
 pub use result_lost::ResultLost;
 pub use routing::{Route, Router};
 pub use sender::{CallError, SendOptions, Sender, decode_output};
+pub use signature::{MAX_CHAIN_STEPS, Signature, SignatureError};
 pub use task::Task;
 pub use task_headers::TaskHeaders;
 pub use time_limit::TimeLimit;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::message::short_string;
-use crate::{DeadLetterRetention, Error, json_to_field_table};
+use crate::{CHORD_QUEUE, DeadLetterRetention, Error, json_to_field_table};
 
 /// An exchange type celeriac declares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,13 +253,20 @@ impl Topology {
     }
 
     /// The retention of `queue`'s dead-letter queue: the queue's own, else
-    /// the topology's default.
+    /// the topology's default. The chord queue ([`CHORD_QUEUE`]) is shared
+    /// by every worker of a vhost, which must declare its dead-letter queue
+    /// alike: only its own entry sets a retention there.
     pub fn dead_letter_retention(&self, queue: &str) -> DeadLetterRetention {
-        self.queues
+        let own = self
+            .queues
             .iter()
             .find(|q| q.name == queue)
-            .and_then(|q| q.dead_letters)
-            .unwrap_or(self.dead_letters)
+            .and_then(|q| q.dead_letters);
+        match (own, queue) {
+            (Some(retention), _) => retention,
+            (None, CHORD_QUEUE) => DeadLetterRetention::UNLIMITED,
+            (None, _) => self.dead_letters,
+        }
     }
 
     /// Adds a queue definition.

@@ -25,3 +25,15 @@ def add(x, y):
 def fail(message):
     """Always raises ValueError(message)."""
     raise ValueError(message)
+
+
+@app.task(name="py.echo")
+def echo(*args):
+    """Returns its positional arguments: what an errback was called with."""
+    return list(args)
+
+
+@app.task(name="py.tsum")
+def tsum(values):
+    """Returns the sum of a list: a chord body in Python."""
+    return sum(values)

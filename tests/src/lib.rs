@@ -11,6 +11,7 @@ mod dead_letters;
 pub mod ledger;
 mod otlp_receiver;
 mod processes;
+mod python;
 mod rabbitmqctl;
 pub mod redis_ledger;
 mod scratch_broker;
@@ -22,6 +23,7 @@ pub mod spans;
 
 pub use otlp_receiver::{OtlpReceiver, ReceivedSpan};
 pub use processes::{DemoWorker, workspace_binary};
+pub use python::{Python, Transcript};
 pub use rabbitmqctl::{BrokerUser, Vhost, close_connections_named};
 pub use scratch_broker::{ScratchBroker, TlsFiles};
 

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use celeriac_shared::{
-    BrokerUrl, Config, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_QUEUE, DelayTopology, Topology,
+    BrokerUrl, CHORD_QUEUE, Config, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_QUEUE, DelayTopology, Router,
+    Topology,
 };
 
 use crate::{Backoff, ProducerSpan, RetryPolicy};
@@ -69,6 +70,13 @@ pub struct WorkerConfig {
     /// Celery's monitors; `None` sends no events. Defaults to 2 s, the
     /// interval of Celery workers started with `-E`.
     pub heartbeat_interval: Option<Duration>,
+    /// Routes the workflow steps this worker sends on (chain steps,
+    /// callbacks, errbacks) whose signature names no queue, as a producer
+    /// would route them. Defaults to everything to `celery`.
+    pub router: Router,
+    /// Whether this worker also consumes [`CHORD_QUEUE`] and joins
+    /// celeriac chords (see `docs/architecture.md`). Defaults to true.
+    pub join_chords: bool,
 }
 
 impl Default for WorkerConfig {
@@ -94,6 +102,8 @@ impl Default for WorkerConfig {
             metrics_addr: None,
             producer_span: ProducerSpan::default(),
             heartbeat_interval: Some(celeriac_shared::DEFAULT_HEARTBEAT_INTERVAL),
+            router: Router::new(Vec::new(), DEFAULT_QUEUE),
+            join_chords: true,
         }
     }
 }
@@ -107,7 +117,18 @@ impl WorkerConfig {
             queues: vec![config.default_queue.clone()],
             topology: config.topology(),
             max_message_size: config.max_message_size,
+            router: config.router(),
             ..Self::default()
         }
+    }
+
+    /// The queues the worker consumes: its own, and [`CHORD_QUEUE`] when
+    /// it joins chords.
+    pub fn consumed_queues(&self) -> Vec<String> {
+        let mut queues = self.queues.clone();
+        if self.join_chords && !queues.iter().any(|q| q == CHORD_QUEUE) {
+            queues.push(CHORD_QUEUE.to_owned());
+        }
+        queues
     }
 }

@@ -9,20 +9,25 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use celeriac_shared::{
-    DELIVERIES_HEADER, DeadLetter, QUORUM_DELIVERIES_HEADER, ResultMessage, TaskMessage,
-    integer_header, strip_delay_prefix,
+    CHORD_CHECKS_HEADER, CHORD_JOIN_TASK, ChordJoin, DELIVERIES_HEADER, DeadLetter,
+    QUORUM_DELIVERIES_HEADER, ResultMessage, Router, Signature, TaskFailure, TaskMessage,
+    check_interval, decode_arguments, integer_header, strip_delay_prefix,
 };
 use chrono::Utc;
 use lapin::message::Delivery;
+use lapin::types::AMQPValue;
+use serde_json::Value;
 use tracing::{Instrument, Span, error, info, warn};
 
 use crate::acks::{Acks, Settlement};
+use crate::chord_join::{ChordJoiner, Joined};
 use crate::metrics::{Metrics, UNKNOWN_TASK};
 use crate::outcome::Outcome;
 use crate::plan::{Deliveries, Disposition, Facts, Plan, plan};
 use crate::publish_error::PublishError;
 use crate::publisher::{Publisher, task_id, task_name};
 use crate::tally::Tally;
+use crate::workflow::{self, Route, WorkflowError};
 use crate::{ProducerSpan, Registry, RetryPolicy, spans};
 
 /// Everything needed to handle deliveries, shared by all in-flight tasks.
@@ -48,6 +53,21 @@ pub(crate) struct Dispatcher {
     /// Whether a task's process span is a child of, or linked to, the
     /// producer's publish span.
     pub(crate) producer_span: ProducerSpan,
+    /// Routes workflow steps whose signature names no queue.
+    pub(crate) router: Router,
+    /// Joins celeriac chords, when this worker does.
+    pub(crate) joiner: Option<ChordJoiner>,
+}
+
+/// Which workflow steps a finished task sends on.
+#[derive(Debug, Clone, Copy)]
+enum FollowUps {
+    /// Callbacks and the next chain step.
+    AfterSuccess,
+    /// Errbacks and the chain's failure.
+    AfterFailure,
+    /// None (a retry, a postponed or counted message).
+    None,
 }
 
 /// Where a delivery came from: its queue, and the ack task of the channel
@@ -110,6 +130,11 @@ impl Dispatcher {
                     let Some(message) = message.as_mut() else {
                         unreachable!("only a decoded message is run")
                     };
+                    if let (CHORD_JOIN_TASK, Some(joiner)) = (message.task(), &self.joiner) {
+                        self.join_chord(source, &delivery, message, joiner, started)
+                            .await;
+                        return;
+                    }
                     self.send_started(message).await;
                     outcome = Some(self.registry.execute(message, redelivered).await);
                 }
@@ -143,6 +168,12 @@ impl Dispatcher {
             log_outcome(queue, message, outcome, disposition, seconds);
             self.observe(queue, task, outcome, disposition, *started);
         }
+        let outcome = finished.as_ref().map(|(outcome, _)| outcome);
+        let follows = match &plan {
+            Plan::Ack { .. } => FollowUps::AfterSuccess,
+            Plan::DeadLetter { .. } => FollowUps::AfterFailure,
+            _ => FollowUps::None,
+        };
         let (published, reply) = match plan {
             Plan::Ack { reply } => (Ok(()), reply),
             Plan::Retry { delay, reply } => {
@@ -150,7 +181,6 @@ impl Dispatcher {
                 (copied, reply)
             }
             Plan::DeadLetter { reason, reply } => {
-                let outcome = finished.as_ref().map(|(outcome, _)| outcome);
                 let letter = self.dead_letter(queue, delivery, task, retries, outcome, reason);
                 (self.publisher.dead_letter(delivery, &letter).await, reply)
             }
@@ -171,11 +201,273 @@ impl Dispatcher {
             }
             Plan::Run { .. } | Plan::Skip(_) => unreachable!("handled before carrying out"),
         };
+        let published = match (published, message, outcome) {
+            (Ok(()), Some(message), Some(outcome)) if workflow::has_workflow(message) => {
+                self.follow_up(delivery, queue, message, outcome, follows)
+                    .await
+            }
+            (published, _, _) => published,
+        };
         let confirmed = match (published, reply) {
             (Ok(()), Some(reply)) => self.publisher.reply(&reply.reply_to, &reply.result).await,
             (published, _) => published,
         };
         settle(&source.acks, delivery, confirmed);
+    }
+
+    /// Sends on what `message`'s workflow takes after `outcome`: callbacks
+    /// and the next chain step after success, errbacks and the chain's
+    /// failure after a final failure. A workflow that cannot be carried out
+    /// (a malformed signature, an unroutable step, a Celery chord) is
+    /// dead-lettered with the reason, keeping the whole message; the task's
+    /// own result still goes to its caller.
+    async fn follow_up(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        message: &TaskMessage,
+        outcome: &Outcome,
+        follows: FollowUps,
+    ) -> Result<(), PublishError> {
+        let now = Utc::now();
+        let planned = match (follows, outcome) {
+            (FollowUps::AfterSuccess, Outcome::Succeeded(result)) => {
+                workflow::after_success(message, result, now).map(|tasks| (tasks, Vec::new()))
+            }
+            (FollowUps::AfterFailure, _) => match outcome.failure(message.task()) {
+                Some(failure) => workflow::after_failure(message, &failure, now),
+                None => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let (tasks, replies) = match planned {
+            Ok(planned) => planned,
+            Err(err) => {
+                return self
+                    .refuse_workflow(delivery, queue, message, &err, follows)
+                    .await;
+            }
+        };
+        for task in &tasks {
+            let sent = match &task.route {
+                Some(Route::Queue(name)) => {
+                    self.publisher
+                        .send_task(&task.message, Some(name), None)
+                        .await
+                }
+                Some(Route::Exchange {
+                    exchange,
+                    routing_key,
+                }) => {
+                    let target = Some((exchange.as_str(), routing_key.as_str()));
+                    self.publisher.send_task(&task.message, None, target).await
+                }
+                None => {
+                    let routed = self.router.queue_for(task.message.task(), None);
+                    self.publisher
+                        .send_task(&task.message, Some(routed), None)
+                        .await
+                }
+            };
+            match sent {
+                Ok(()) => {}
+                Err(err @ (PublishError::Refused(_) | PublishError::Encode(_))) => {
+                    let err = WorkflowError::Step {
+                        task: task.message.task().to_owned(),
+                        source: Box::new(err),
+                    };
+                    return self
+                        .refuse_workflow(delivery, queue, message, &err, follows)
+                        .await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        for reply in &replies {
+            self.publisher.reply(&reply.reply_to, &reply.result).await?;
+        }
+        Ok(())
+    }
+
+    /// Dead-letters a copy of a message whose workflow cannot be carried
+    /// out, with the reason; after a final failure the message is already
+    /// dead-lettered (with its workflow), so the reason is only logged.
+    async fn refuse_workflow(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        message: &TaskMessage,
+        err: &WorkflowError,
+        follows: FollowUps,
+    ) -> Result<(), PublishError> {
+        let (task_id, task) = (message.id(), message.task());
+        error!(task_id, task, error = %err, "Task {task}[{task_id}]: its workflow cannot go on: {err}");
+        if let FollowUps::AfterFailure = follows {
+            return Ok(());
+        }
+        let mut letter = self.dead_letter(
+            queue,
+            delivery,
+            task,
+            message.headers.retries,
+            None,
+            "bad workflow",
+        );
+        letter.error_type = "WorkflowError".to_owned();
+        letter.error_message = err.to_string();
+        self.publisher.dead_letter(delivery, &letter).await
+    }
+
+    /// Checks a chord's join and, once every header result is in, sends the
+    /// body; the join is put back into the delay ladder while results are
+    /// missing. Acknowledged only after the body was confirmed and the
+    /// results queue deleted (see `chord_join.rs`).
+    async fn join_chord(
+        &self,
+        source: &Source,
+        delivery: &Delivery,
+        message: &TaskMessage,
+        joiner: &ChordJoiner,
+        started: Instant,
+    ) {
+        let queue = source.queue.as_str();
+        let join = match decode_arguments::<ChordJoin>(
+            message.task(),
+            message.args.clone(),
+            message.kwargs.clone(),
+        ) {
+            Ok(join) => join,
+            Err(err) => {
+                let plan = Plan::DeadLetter {
+                    reason: "bad arguments",
+                    reply: None,
+                };
+                let finished = Some((Outcome::BadArguments(err), started));
+                self.carry_out(source, delivery, Some(message), plan, finished)
+                    .await;
+                return;
+            }
+        };
+        let headers = delivery.properties.headers().as_ref();
+        let checks = integer_header(headers, CHORD_CHECKS_HEADER)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0);
+        let later = |checks: u32| {
+            let count = AMQPValue::LongLongInt(i64::from(checks) + 1);
+            async move {
+                self.publisher
+                    .delay(
+                        delivery,
+                        queue,
+                        check_interval(checks),
+                        &[(CHORD_CHECKS_HEADER, count)],
+                    )
+                    .await
+            }
+        };
+        let settled = match joiner.check(&join).await {
+            Ok(Joined::Done) => {
+                info!(chord_id = %join.chord_id, "chord {} was joined before", join.chord_id);
+                Ok(())
+            }
+            Ok(Joined::Waiting) => later(checks).await,
+            Err(err) => {
+                warn!(chord_id = %join.chord_id, error = %err, "chord check failed; checking again later");
+                later(checks).await
+            }
+            Ok(Joined::Complete { results, channel }) => {
+                match self.send_chord_body(&join, &results).await {
+                    Ok(()) => {
+                        info!(chord_id = %join.chord_id, parts = results.len(), "chord {} joined", join.chord_id);
+                        if let Err(err) = joiner.finish(&join, channel).await {
+                            warn!(chord_id = %join.chord_id, error = %err, "results queue not deleted; it expires unused");
+                        }
+                        Ok(())
+                    }
+                    Err(err) => {
+                        let _ = channel.close(200, "chord body not sent".into()).await;
+                        Err(err)
+                    }
+                }
+            }
+        };
+        settle(&source.acks, delivery, settled);
+    }
+
+    /// Sends a joined chord's body with the header's results in order, or,
+    /// when a header task failed, the failure (`ChordError`) to the body's
+    /// caller and its errbacks.
+    async fn send_chord_body(
+        &self,
+        join: &ChordJoin,
+        results: &[ResultMessage],
+    ) -> Result<(), PublishError> {
+        let body = &join.body;
+        let now = Utc::now();
+        let failed = results.iter().find_map(|result| match result.outcome() {
+            Some(Err(failure)) => Some((result.task_id.as_str(), failure)),
+            _ => None,
+        });
+        if let Some((part, failure)) = failed {
+            let failure = TaskFailure {
+                exc_type: "ChordError".to_owned(),
+                message: format!(
+                    "Dependency {part} raised {}: {}",
+                    failure.exc_type, failure.message
+                ),
+                exc_module: Some("celery.exceptions".to_owned()),
+                traceback: failure.traceback,
+            };
+            if let (Some(reply_to), Some(id)) = (body.reply_to(), body.task_id()) {
+                self.publisher
+                    .reply(reply_to, &ResultMessage::failure(id, &failure))
+                    .await?;
+            }
+            let body_id = Value::String(body.task_id().unwrap_or_default().to_owned());
+            let errbacks =
+                Signature::list_from_value(body.options.get("link_error")).unwrap_or_default();
+            for errback in &errbacks {
+                if let Ok(message) = errback.to_message(Some(&body_id), None, Vec::new(), now) {
+                    let queue = errback
+                        .queue()
+                        .unwrap_or_else(|| self.router.queue_for(errback.task.as_str(), None));
+                    self.publisher
+                        .send_task(&message, Some(queue), None)
+                        .await?;
+                }
+            }
+            return Ok(());
+        }
+        let values: Vec<Value> = results
+            .iter()
+            .map(|result| match result.outcome() {
+                Some(Ok(raw)) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+                _ => Value::Null,
+            })
+            .collect();
+        let message = match body.to_message(Some(&Value::Array(values)), None, Vec::new(), now) {
+            Ok(message) => message,
+            Err(err) => {
+                error!(chord_id = %join.chord_id, error = %err, "chord body cannot be sent");
+                let failure = TaskFailure {
+                    exc_type: "WorkflowError".to_owned(),
+                    message: err.to_string(),
+                    exc_module: Some("celeriac".to_owned()),
+                    traceback: None,
+                };
+                return match (body.reply_to(), body.task_id()) {
+                    (Some(reply_to), Some(id)) => {
+                        let result = ResultMessage::failure(id, &failure);
+                        self.publisher.reply(reply_to, &result).await
+                    }
+                    _ => Ok(()),
+                };
+            }
+        };
+        let queue = body
+            .queue()
+            .unwrap_or_else(|| self.router.queue_for(body.task.as_str(), None));
+        self.publisher.send_task(&message, Some(queue), None).await
     }
 
     fn dead_letter(

@@ -53,6 +53,7 @@
 //! application code and for debugging a failing task synchronously.
 
 mod acks;
+mod chord_join;
 mod config;
 mod context;
 mod dispatch;
@@ -75,6 +76,7 @@ mod spans;
 mod tally;
 mod task_error;
 mod worker;
+mod workflow;
 
 pub use config::WorkerConfig;
 pub use context::TaskContext;

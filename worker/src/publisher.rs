@@ -3,17 +3,20 @@
 //! and dead letters. A crash between the copy and the ack may duplicate a
 //! task, never lose one.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use celeriac_shared::{
-    DELAY_ENTRY_EXCHANGE, DELIVERIES_HEADER, DeadLetter, DeadLetterTopology, DelayTopology,
-    MAX_DELAY, QUORUM_DELIVERIES_HEADER, ResultMessage, Topology, check_confirm, string_header,
+    DEFAULT_QUEUE, DELAY_ENTRY_EXCHANGE, DELIVERIES_HEADER, DeadLetter, DeadLetterTopology,
+    DelayTopology, Destination, MAX_DELAY, QUORUM_DELIVERIES_HEADER, ResultMessage, TaskMessage,
+    Topology, check_confirm, string_header,
 };
 use chrono::{SecondsFormat, Utc};
 use lapin::message::Delivery;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Connection};
 use tracing::{Instrument, Span};
 
 use crate::publish_error::PublishError;
@@ -24,11 +27,92 @@ pub(crate) struct Publisher {
     /// The confirm-mode channel.
     pub(crate) channel: Channel,
     /// The queue shapes, for the retention of a dead-letter queue that has
-    /// to be declared again.
+    /// to be declared again, and for the queues workflow steps go to.
     pub(crate) topology: Topology,
+    /// Opens the short-lived channels workflow queues are declared on (a
+    /// refused declaration closes its channel, never the publisher's).
+    connection: Arc<Connection>,
+    /// The queues this publisher declared for workflow steps.
+    declared: Mutex<HashSet<String>>,
 }
 
 impl Publisher {
+    /// Publishes on `channel` (in confirm mode).
+    pub(crate) fn new(channel: Channel, topology: Topology, connection: Arc<Connection>) -> Self {
+        Self {
+            channel,
+            topology,
+            connection,
+            declared: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Sends a task a workflow goes on with, mandatory and confirmed, to
+    /// `queue` (declared first, once per publisher, in the shape the
+    /// topology gives it) or to an exchange and routing key. A task with
+    /// a future eta goes straight there too: the worker that receives it
+    /// moves it into the delay ladder.
+    pub(crate) async fn send_task(
+        &self,
+        message: &TaskMessage,
+        queue: Option<&str>,
+        exchange_and_key: Option<(&str, &str)>,
+    ) -> Result<(), PublishError> {
+        let (body, properties) = message.encode(Utc::now())?;
+        let destination = match (queue, exchange_and_key) {
+            (Some(queue), _) => self.declared_queue(queue).await?,
+            (None, Some((exchange, key))) => Destination {
+                exchange: exchange.to_owned(),
+                routing_key: key.to_owned(),
+            },
+            (None, None) => self.declared_queue(DEFAULT_QUEUE).await?,
+        };
+        let span = spans::publish(
+            &destination.exchange,
+            &destination.routing_key,
+            Some(message.id()),
+        );
+        self.publish(
+            span,
+            &destination.exchange,
+            &destination.routing_key,
+            &body,
+            properties,
+            true,
+        )
+        .await
+    }
+
+    /// Declares `queue` (with its delay binding) unless this publisher did
+    /// already; its destination.
+    async fn declared_queue(&self, queue: &str) -> Result<Destination, PublishError> {
+        let definition = self.topology.queue_def(queue);
+        let known = self
+            .declared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(queue);
+        if !known {
+            let channel = self
+                .connection
+                .create_channel()
+                .await
+                .map_err(PublishError::amqp("channel.open"))?;
+            let declared = async {
+                definition.declare(&channel).await?;
+                DelayTopology::bind_queue(&channel, queue).await
+            }
+            .await;
+            let _ = channel.close(200, "declared".into()).await;
+            declared?;
+            self.declared
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(queue.to_owned());
+        }
+        Ok(definition.destination())
+    }
+
     /// Publishes and waits for the broker's confirm, in `span` (a
     /// `publish` span, marked failed if the broker does not confirm).
     async fn publish(

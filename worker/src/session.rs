@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::acks::{AckTask, Acks};
+use crate::chord_join::ChordJoiner;
 use crate::dispatch::{Dispatcher, Source};
 use crate::health::Health;
 use crate::heartbeat::{Heartbeat, Identity};
@@ -75,7 +76,7 @@ struct QueueConsumer {
 
 /// A connection consuming the worker's queues.
 pub(crate) struct Session {
-    connection: Connection,
+    connection: Arc<Connection>,
     consumers: Vec<QueueConsumer>,
     deliveries: Deliveries,
     dispatcher: Arc<Dispatcher>,
@@ -88,7 +89,7 @@ impl Session {
     /// dead-letter queue and delayed-delivery binding, and starts one
     /// consumer per queue on its own channel with per-consumer prefetch.
     pub(crate) async fn open(config: &WorkerConfig, shared: &Shared<'_>) -> Result<Self, Error> {
-        let connection = connect(config).await?;
+        let connection = Arc::new(connect(config).await?);
         shared.health.connected(connection.status().clone());
         let started = async {
             let (consumers, deliveries, dispatcher) = start(&connection, config, shared).await?;
@@ -187,7 +188,11 @@ async fn stop_consuming(consumers: &[QueueConsumer]) {
 /// closed before the connection, so that none is left to close itself
 /// (when its last handle drops) while the connection is already closing,
 /// which lapin would log as a connection error.
-async fn close(connection: Connection, consumers: Vec<QueueConsumer>, dispatcher: Arc<Dispatcher>) {
+async fn close(
+    connection: Arc<Connection>,
+    consumers: Vec<QueueConsumer>,
+    dispatcher: Arc<Dispatcher>,
+) {
     for consumer in consumers {
         consumer.acks.close().await;
         let _ = consumer.channel.close(200, "worker shutdown".into()).await;
@@ -203,7 +208,7 @@ async fn close(connection: Connection, consumers: Vec<QueueConsumer>, dispatcher
 
 /// Opens the results channel, declares, and starts the consumers.
 async fn start(
-    connection: &Connection,
+    connection: &Arc<Connection>,
     config: &WorkerConfig,
     shared: &Shared<'_>,
 ) -> Result<(Vec<QueueConsumer>, Deliveries, Arc<Dispatcher>), Error> {
@@ -219,10 +224,11 @@ async fn start(
     let (consumers, deliveries) = consume(config, connection).await?;
     let dispatcher = Arc::new(Dispatcher {
         registry: shared.registry.clone(),
-        publisher: Publisher {
-            channel: results,
-            topology: config.topology.clone(),
-        },
+        publisher: Publisher::new(results, config.topology.clone(), Arc::clone(connection)),
+        router: config.router.clone(),
+        joiner: config.join_chords.then(|| ChordJoiner {
+            connection: Arc::clone(connection),
+        }),
         max_message_size: config.max_message_size,
         track_started: config.track_started,
         retry: config.retry.clone(),
@@ -256,7 +262,7 @@ async fn declare(config: &WorkerConfig, connection: &Connection) -> Result<(), E
         .await
         .map_err(Error::amqp("channel.open"))?;
     config.delay.declare(&control).await?;
-    for queue in &config.queues {
+    for queue in &config.consumed_queues() {
         config.topology.queue_def(queue).declare(&control).await?;
         DelayTopology::bind_queue(&control, queue).await?;
         let retention = config.topology.dead_letter_retention(queue);
@@ -277,7 +283,7 @@ async fn consume(
         .unwrap_or_else(|| u16::try_from(config.concurrency).unwrap_or(u16::MAX));
     let mut consumers = Vec::new();
     let mut streams = Vec::new();
-    for queue in &config.queues {
+    for queue in &config.consumed_queues() {
         let channel = connection
             .create_channel()
             .await

@@ -1,0 +1,178 @@
+//! Python processes from the Celery virtualenv, for the tests that run
+//! real Celery beside celeriac.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use celeriac_shared::BrokerUrl;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use crate::{GUARD, celery_python, python_dir, wait_for_consumers};
+
+/// What a Python process wrote so far, shown when a test fails.
+#[derive(Debug, Clone, Default)]
+pub struct Transcript {
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl fmt::Display for Transcript {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "--- python stdout ---\n{}", self.stdout)?;
+        write!(f, "--- python stderr ---\n{}", self.stderr)
+    }
+}
+
+impl Transcript {
+    /// The stdout lines `<name> <value>` as a map from name to value.
+    pub fn named_lines(&self) -> HashMap<&str, &str> {
+        self.stdout
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .collect()
+    }
+}
+
+/// A growing copy of one of a child's output streams.
+type Captured = Arc<Mutex<String>>;
+
+/// A Python process from the Celery virtualenv, run in `tests/python/`
+/// with the broker URL in `CELERIAC_BROKER_URL`; its output is collected
+/// while it runs and it is killed if dropped.
+pub struct Python {
+    /// The process.
+    pub child: Child,
+    stdout: Captured,
+    stderr: Captured,
+    /// The tasks copying stdout and stderr, done once the streams close.
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Python {
+    /// Starts `python <args>`.
+    pub fn spawn(args: &[&str], broker: &BrokerUrl) -> anyhow::Result<Self> {
+        let python = celery_python()?;
+        let mut child = Command::new(&python)
+            .args(args)
+            .current_dir(python_dir())
+            .env("CELERIAC_BROKER_URL", broker.expose())
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} {args:?}", python.display()))?;
+        let (stdout, stderr) = (Captured::default(), Captured::default());
+        let readers = vec![
+            tokio::spawn(copy_into(child.stdout.take(), Arc::clone(&stdout))),
+            tokio::spawn(copy_into(child.stderr.take(), Arc::clone(&stderr))),
+        ];
+        Ok(Self {
+            child,
+            stdout,
+            stderr,
+            readers,
+        })
+    }
+
+    /// Runs the script `tests/python/<script>` to completion and returns
+    /// its output; fails if it exits unsuccessfully or outlives [`GUARD`].
+    pub async fn run(script: &str, broker: &BrokerUrl) -> anyhow::Result<Transcript> {
+        let mut python = Self::spawn(&[script], broker)?;
+        let status = python.wait().await?;
+        let transcript = python.collect().await;
+        if !status.success() {
+            bail!("{script} failed with {status}\n{transcript}");
+        }
+        Ok(transcript)
+    }
+
+    /// What the process wrote so far.
+    pub fn transcript(&self) -> Transcript {
+        let text = |captured: &Captured| {
+            captured
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        };
+        Transcript {
+            stdout: text(&self.stdout),
+            stderr: text(&self.stderr),
+        }
+    }
+
+    /// Waits up to [`GUARD`] for the process to exit.
+    pub async fn wait(&mut self) -> anyhow::Result<ExitStatus> {
+        match tokio::time::timeout(GUARD, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => bail!(
+                "python did not exit within {GUARD:?}\n{}",
+                self.transcript()
+            ),
+        }
+    }
+
+    /// The whole output, once the process has exited.
+    pub async fn collect(mut self) -> Transcript {
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(GUARD, reader).await;
+        }
+        self.transcript()
+    }
+
+    /// Waits until `queue` in the broker's vhost has a consumer; fails
+    /// early if the process exits first.
+    pub async fn wait_until_consuming(
+        &mut self,
+        broker: &BrokerUrl,
+        queue: &str,
+    ) -> anyhow::Result<()> {
+        let queues = [queue.to_owned()];
+        tokio::select! {
+            consuming = wait_for_consumers(broker, &queues) => {
+                consuming.with_context(|| self.transcript().to_string())
+            }
+            status = self.child.wait() => {
+                bail!("python exited ({:?}) before consuming {queue}\n{}", status, self.transcript())
+            }
+        }
+    }
+
+    /// Stops the process as a supervisor would: SIGTERM, then SIGKILL if it
+    /// has not exited within [`GUARD`]. Fails in that second case.
+    pub async fn terminate(mut self) -> anyhow::Result<Transcript> {
+        let pid = self.child.id().context("the process already exited")?;
+        let signalled = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        if !signalled.success() {
+            bail!("kill -TERM {pid} failed: {signalled}");
+        }
+        if let Err(err) = self.wait().await {
+            self.child.kill().await?;
+            return Err(err.context("python ignored SIGTERM and was killed"));
+        }
+        Ok(self.collect().await)
+    }
+}
+
+/// Copies a child's output stream into `into` until it closes.
+async fn copy_into(stream: Option<impl AsyncRead + Unpin>, into: Captured) {
+    let Some(mut stream) = stream else { return };
+    let mut buffer = [0u8; 4096];
+    while let Ok(read @ 1..) = stream.read(&mut buffer).await {
+        into.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+}

@@ -1,0 +1,249 @@
+//! Celery workflows across Rust and Python: Celery 5.7's own canvas
+//! (chain, link, link_error, immutable steps, a failing step) through the
+//! Rust worker, and chain, group and chord from the Rust producer with
+//! Python steps, the chord joined on RabbitMQ alone, also when the worker
+//! joining it is killed.
+//!
+//! Each test runs in its own vhost: Celery's fixed queue `celery` and
+//! celeriac's chord queue are the point. A Rust worker serves `demo.*` on
+//! `celery`; a Celery worker (`tests/python/pytasks.py`) serves `py.*` on
+//! `py`.
+#![allow(clippy::unwrap_used)]
+
+use celeriac_demo::{Add, AddArgs};
+use celeriac_producer::{Producer, ProducerConfig};
+use celeriac_shared::{CallError, DEFAULT_QUEUE, Signature};
+use celeriac_tests::{DemoWorker, GUARD, Python, TestWorker, Vhost, init_logging, unique};
+use celeriac_worker::WorkerConfig;
+use serde_json::{Map, Value, json};
+
+/// The queue the Python worker serves.
+const PY: &str = "py";
+
+/// A Celery worker serving `py.*` on queue `py` of `vhost`.
+async fn python_worker(vhost: &Vhost) -> Python {
+    let node = format!("{}@%h", unique("pytasks"));
+    let mut celery = Python::spawn(
+        &[
+            "-m",
+            "celery",
+            "-A",
+            "pytasks",
+            "worker",
+            "-P",
+            "solo",
+            "-Q",
+            PY,
+            "-n",
+            &node,
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+        ],
+        &vhost.url(),
+    )
+    .unwrap();
+    celery.wait_until_consuming(&vhost.url(), PY).await.unwrap();
+    celery
+}
+
+/// A Rust worker with the demo tasks on `celery` of `vhost`, joining
+/// chords.
+async fn rust_worker(vhost: &Vhost) -> TestWorker {
+    let config = WorkerConfig {
+        broker_url: vhost.url(),
+        queues: vec![DEFAULT_QUEUE.to_owned()],
+        concurrency: 8,
+        ..WorkerConfig::default()
+    };
+    TestWorker::start_with(config, celeriac_demo::registry())
+        .await
+        .unwrap()
+}
+
+async fn producer_in(vhost: &Vhost) -> Producer {
+    let config = ProducerConfig {
+        broker_url: vhost.url(),
+        ..ProducerConfig::default()
+    };
+    Producer::connect(config).await.unwrap()
+}
+
+fn named(task: &str, args: Vec<Value>) -> Signature {
+    Signature::named(task, args, Map::new())
+}
+
+fn python(task: &str, args: Vec<Value>) -> Signature {
+    named(task, args).option("queue", PY)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn celerys_own_canvas_runs_through_the_rust_worker() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let worker = rust_worker(&vhost).await;
+    let celery = python_worker(&vhost).await;
+
+    let run = Python::run("canvas_client.py", &vhost.url()).await;
+    let transcript = match run {
+        Ok(transcript) => transcript,
+        Err(err) => panic!("{err:#}\n--- celery worker ---\n{}", celery.transcript()),
+    };
+    let lines = transcript.named_lines();
+    let line = |name: &str| lines.get(name).copied().unwrap_or("(missing)");
+    assert_eq!(line("chain"), "ok 8", "add(2, 2) then add(4)\n{transcript}");
+    assert_eq!(
+        line("mixed_chain"),
+        "ok 112",
+        "Rust, Python, Rust\n{transcript}"
+    );
+    assert_eq!(
+        line("immutable"),
+        "ok 30",
+        "an .si() step ignores the result\n{transcript}"
+    );
+    assert!(
+        line("failing_step").starts_with("raised ")
+            && line("failing_step").contains("boom in a chain"),
+        "the chain's caller gets the failing step's error\n{transcript}"
+    );
+    assert_eq!(line("link_parent"), "ok 42", "{transcript}");
+    assert_eq!(
+        line("link"),
+        "ok 43",
+        "the callback got the result\n{transcript}"
+    );
+    assert!(
+        line("link_error_parent").starts_with("raised "),
+        "{transcript}"
+    );
+    let failed_id = line("failed_id");
+    assert_eq!(
+        line("link_error"),
+        format!("ok ['{failed_id}']"),
+        "the errback got the failed task's id\n{transcript}"
+    );
+    worker.stop().await.unwrap();
+    celery.terminate().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_chain_group_and_chord_with_python_steps() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let worker = rust_worker(&vhost).await;
+    let celery = python_worker(&vhost).await;
+    let producer = producer_in(&vhost).await;
+    let context = || format!("--- celery worker ---\n{}", celery.transcript());
+
+    let chain = vec![
+        Signature::of::<Add>(&AddArgs { x: 1, y: 2 }).unwrap(),
+        python("py.add", vec![json!(10)]),
+        named("demo.add", vec![json!(100)]),
+    ];
+    let handle = producer.chain::<i64>(chain).await.unwrap();
+    let total = handle.wait(GUARD).await;
+    assert_eq!(total.unwrap_or_else(|e| panic!("{e}\n{}", context())), 113);
+
+    let failing = vec![
+        named("demo.add", vec![json!(1), json!(1)]),
+        python("py.fail", vec![]),
+        named("demo.add", vec![json!(1)]),
+    ];
+    let handle = producer.chain::<i64>(failing).await.unwrap();
+    match handle.wait(GUARD).await {
+        Err(CallError::Failed { failure, .. }) => assert_eq!(failure.exc_type, "ValueError"),
+        other => panic!(
+            "expected the Python step's ValueError, got {other:?}\n{}",
+            context()
+        ),
+    }
+
+    let group = vec![
+        named("demo.add", vec![json!(1), json!(1)]),
+        python("py.add", vec![json!(2), json!(2)]),
+    ];
+    let results = producer
+        .group::<i64>(group)
+        .await
+        .unwrap()
+        .join(GUARD)
+        .await;
+    let results: Vec<i64> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(results, [2, 4], "in order");
+
+    let mut header: Vec<Signature> = (0..5)
+        .map(|i| python("py.add", vec![json!(i), json!(i)]))
+        .collect();
+    header.push(named("demo.add", vec![json!(50), json!(50)]));
+    let handle = producer
+        .chord::<i64>(header, named("demo.total", vec![]))
+        .await
+        .unwrap();
+    let total = handle.wait(GUARD).await;
+    assert_eq!(total.unwrap_or_else(|e| panic!("{e}\n{}", context())), 120);
+
+    let header = vec![
+        named("demo.add", vec![json!(1), json!(1)]),
+        named("demo.fail", vec![json!("no")]),
+    ];
+    let handle = producer
+        .chord::<i64>(header, python("py.tsum", vec![]))
+        .await
+        .unwrap();
+    match handle.wait(GUARD).await {
+        Err(CallError::Failed { failure, .. }) => assert_eq!(failure.exc_type, "ChordError"),
+        other => panic!("expected ChordError, got {other:?}"),
+    }
+
+    let handle = producer
+        .chord::<i64>(Vec::new(), python("py.tsum", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(handle.wait(GUARD).await.unwrap(), 0, "an empty header");
+
+    worker.stop().await.unwrap();
+    celery.terminate().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chord_survives_the_worker_joining_it_being_killed() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
+    let env = [("CELERIAC_BROKER_URL", url.expose())];
+    let queue = unique("chord-kill");
+    let args = ["--queues", queue.as_str(), "--heartbeat-interval", "off"];
+    let producer = producer_in(&vhost).await;
+    // The header runs (and its results wait) while no worker joins.
+    let mut first = DemoWorker::start_with_env(&args, &env).await.unwrap();
+    let header: Vec<Signature> = (1..=20)
+        .map(|i| named("demo.add", vec![json!(i), json!(0)]).option("queue", queue.as_str()))
+        .collect();
+    let body = named("demo.total", vec![]).option("queue", queue.as_str());
+    let handle = producer.chord::<i64>(header, body).await.unwrap();
+
+    // Kill the worker the moment it takes the join, up to three times, so
+    // the kills land at different points of the check and the body's send;
+    // a worker that got through the join first ends the kills.
+    let mut result = tokio::spawn(handle.wait(GUARD * 3));
+    let mut kills = 0;
+    let total = loop {
+        tokio::select! {
+            joined = &mut result => break joined.unwrap(),
+            taken = first.wait_for_line("celeriac.chord_join[") => {
+                taken.unwrap();
+                if kills < 3 {
+                    first.kill().await.unwrap();
+                    kills += 1;
+                    first = DemoWorker::start_with_env(&args, &env).await.unwrap();
+                }
+            }
+        }
+    };
+    let log = first.log.join("\n");
+    assert_eq!(total.unwrap_or_else(|e| panic!("{e}\n{log}")), 210);
+    assert!(kills > 0, "the join was interrupted at least once");
+    first.kill().await.unwrap();
+}
