@@ -292,6 +292,19 @@ impl TestWorker {
     }
 }
 
+impl TestWorker {
+    /// Waits up to [`GUARD`] for the worker to stop by itself (a
+    /// `shutdown` control command, say) and returns how it ended.
+    pub async fn stopped(mut self) -> anyhow::Result<()> {
+        let task = &mut self.task;
+        let ended = tokio::time::timeout(GUARD, task)
+            .await
+            .context("the worker did not stop")?;
+        self.stop = None;
+        Ok(ended??)
+    }
+}
+
 impl Drop for TestWorker {
     fn drop(&mut self) {
         if self.stop.is_some() {

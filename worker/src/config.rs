@@ -74,6 +74,11 @@ pub struct WorkerConfig {
     /// callbacks, errbacks) whose signature names no queue, as a producer
     /// would route them. Defaults to everything to `celery`.
     pub router: Router,
+    /// Whether the worker sends Celery's task events (`task-received`,
+    /// `task-started`, `task-succeeded`, ...) to `celeryev` from the start;
+    /// the `enable_events` and `disable_events` control commands turn them
+    /// on and off while it runs. Defaults to false, as Celery without `-E`.
+    pub task_events: bool,
     /// Whether this worker also consumes [`CHORD_QUEUE`] and joins
     /// celeriac chords (see `docs/architecture.md`). Defaults to true.
     pub join_chords: bool,
@@ -104,6 +109,7 @@ impl Default for WorkerConfig {
             heartbeat_interval: Some(celeriac_shared::DEFAULT_HEARTBEAT_INTERVAL),
             router: Router::new(Vec::new(), DEFAULT_QUEUE),
             join_chords: true,
+            task_events: false,
         }
     }
 }

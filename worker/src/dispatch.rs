@@ -20,6 +20,7 @@ use serde_json::Value;
 use tracing::{Instrument, Span, error, info, warn};
 
 use crate::acks::{Acks, Settlement};
+use crate::active_tasks::ActiveTasks;
 use crate::chord_join::{ChordJoiner, Joined};
 use crate::metrics::{Metrics, UNKNOWN_TASK};
 use crate::outcome::Outcome;
@@ -27,6 +28,7 @@ use crate::plan::{Deliveries, Disposition, Facts, Plan, plan};
 use crate::publish_error::PublishError;
 use crate::publisher::{Publisher, task_id, task_name};
 use crate::tally::Tally;
+use crate::task_events::TaskEvents;
 use crate::workflow::{self, Route, WorkflowError};
 use crate::{ProducerSpan, Registry, RetryPolicy, spans};
 
@@ -57,6 +59,10 @@ pub(crate) struct Dispatcher {
     pub(crate) router: Router,
     /// Joins celeriac chords, when this worker does.
     pub(crate) joiner: Option<ChordJoiner>,
+    /// Sends task events when they are on.
+    pub(crate) events: TaskEvents,
+    /// The tasks running now, for the `active` control command.
+    pub(crate) active: Arc<ActiveTasks>,
 }
 
 /// Which workflow steps a finished task sends on.
@@ -107,6 +113,7 @@ impl Dispatcher {
                 task_id = %message.id(), task = %message.task(), retries = message.headers.retries,
                 "Task {}[{}] received", message.task(), message.id()
             );
+            self.events.received(message).await;
         }
         let task = message.as_ref().map_or("", |m| m.task()).to_owned();
         let policy = self
@@ -136,7 +143,11 @@ impl Dispatcher {
                         return;
                     }
                     self.send_started(message).await;
+                    self.events.started(message.id()).await;
+                    let hostname = self.events.hostname.as_str();
+                    self.active.started(message, queue, hostname, redelivered);
                     outcome = Some(self.registry.execute(message, redelivered).await);
+                    self.active.finished(message.id());
                 }
                 Plan::Skip(skipped) => outcome = Some(skipped),
                 plan => {
@@ -213,6 +224,34 @@ impl Dispatcher {
             (published, _) => published,
         };
         settle(&source.acks, delivery, confirmed);
+        if let (Some(message), Some((outcome, started))) = (message, &finished) {
+            self.send_outcome_event(message, outcome, follows, started.elapsed())
+                .await;
+        }
+    }
+
+    /// The task event of a finished task, once its message is settled.
+    async fn send_outcome_event(
+        &self,
+        message: &TaskMessage,
+        outcome: &Outcome,
+        follows: FollowUps,
+        runtime: std::time::Duration,
+    ) {
+        let task_id = message.id();
+        match (outcome, follows) {
+            (Outcome::Succeeded(result), _) => {
+                let runtime = runtime.as_secs_f64();
+                self.events.succeeded(task_id, result.get(), runtime).await;
+            }
+            (Outcome::Expired, _) => self.events.revoked(task_id, true).await,
+            (_, follows) => {
+                if let Some(failure) = outcome.failure(message.task()) {
+                    let retried = matches!(follows, FollowUps::None);
+                    self.events.failed(task_id, &failure, retried).await;
+                }
+            }
+        }
     }
 
     /// Sends on what `message`'s workflow takes after `outcome`: callbacks

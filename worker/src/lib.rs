@@ -53,9 +53,11 @@
 //! application code and for debugging a failing task synchronously.
 
 mod acks;
+mod active_tasks;
 mod chord_join;
 mod config;
 mod context;
+mod control;
 mod dispatch;
 mod eager;
 mod error;
@@ -75,6 +77,7 @@ mod session;
 mod spans;
 mod tally;
 mod task_error;
+mod task_events;
 mod worker;
 mod workflow;
 

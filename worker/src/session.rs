@@ -4,8 +4,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
-use celeriac_shared::{DeadLetterTopology, DelayTopology};
+use celeriac_shared::{DeadLetterTopology, DelayTopology, declare_event_exchange};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use lapin::options::{
@@ -13,18 +14,20 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::acks::{AckTask, Acks};
 use crate::chord_join::ChordJoiner;
+use crate::control::{Control, Panel};
 use crate::dispatch::{Dispatcher, Source};
 use crate::health::Health;
 use crate::heartbeat::{Heartbeat, Identity};
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::tally::Tally;
+use crate::task_events::{EventSwitch, TaskEvents};
 use crate::{Error, Registry, WorkerConfig};
 
 /// What every session of a worker shares.
@@ -41,6 +44,14 @@ pub(crate) struct Shared<'a> {
     pub(crate) tally: &'a Arc<Tally>,
     /// What heartbeats say, or `None` when they are off.
     pub(crate) identity: Option<&'a Arc<Identity>>,
+    /// Whether task events are on.
+    pub(crate) events: &'a EventSwitch,
+    /// The clock of task events.
+    pub(crate) event_clock: &'a Arc<AtomicU64>,
+    /// Asks the worker to shut down (the `shutdown` control command).
+    pub(crate) stop: &'a Arc<Notify>,
+    /// When the worker started.
+    pub(crate) started: std::time::Instant,
 }
 
 /// Deliveries from all consumed queues, each with where it came from;
@@ -82,6 +93,8 @@ pub(crate) struct Session {
     dispatcher: Arc<Dispatcher>,
     /// The session's heartbeat, when heartbeats are on.
     heartbeat: Option<Heartbeat>,
+    /// Answers remote control commands.
+    control: Control,
 }
 
 impl Session {
@@ -97,10 +110,12 @@ impl Session {
                 Some(identity) => Some(Heartbeat::start(&connection, identity).await?),
                 None => None,
             };
-            Ok::<_, Error>((consumers, deliveries, dispatcher, heartbeat))
+            let panel = Arc::new(panel(config, shared, &dispatcher));
+            let control = Control::start(&connection, panel).await?;
+            Ok::<_, Error>((consumers, deliveries, dispatcher, heartbeat, control))
         };
         match started.await {
-            Ok((consumers, deliveries, dispatcher, heartbeat)) => {
+            Ok((consumers, deliveries, dispatcher, heartbeat, control)) => {
                 let channels = consumers.iter().map(|c| c.channel.status().clone());
                 shared.health.consuming(channels.collect());
                 Ok(Self {
@@ -109,6 +124,7 @@ impl Session {
                     deliveries,
                     dispatcher,
                     heartbeat,
+                    control,
                 })
             }
             Err(err) => {
@@ -133,6 +149,7 @@ impl Session {
             mut deliveries,
             dispatcher,
             heartbeat,
+            control,
         } = self;
         let mut in_flight = JoinSet::new();
         let lost = pump(
@@ -169,6 +186,7 @@ impl Session {
         if let (Some(heartbeat), Some(identity)) = (heartbeat, shared.identity) {
             heartbeat.stop(identity, graceful).await;
         }
+        control.stop().await;
         close(connection, consumers, dispatcher).await;
         ended
     }
@@ -197,13 +215,46 @@ async fn close(
         consumer.acks.close().await;
         let _ = consumer.channel.close(200, "worker shutdown".into()).await;
     }
-    let _ = dispatcher
-        .publisher
-        .channel
-        .close(200, "worker shutdown".into())
-        .await;
+    for channel in [&dispatcher.publisher.channel, &dispatcher.events.channel] {
+        let _ = channel.close(200, "worker shutdown".into()).await;
+    }
     drop(dispatcher);
     let _ = connection.close(200, "worker shutdown".into()).await;
+}
+
+/// What the session's control commands read and steer.
+fn panel(config: &WorkerConfig, shared: &Shared<'_>, dispatcher: &Dispatcher) -> Panel {
+    let mut registered: Vec<String> = shared
+        .registry
+        .names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    registered.sort();
+    Panel {
+        hostname: shared.node.clone(),
+        registered,
+        queues: config
+            .consumed_queues()
+            .iter()
+            .map(|queue| config.topology.queue_def(queue))
+            .collect(),
+        concurrency: config.concurrency,
+        prefetch: prefetch(config),
+        active: Arc::clone(&dispatcher.active),
+        events: shared.events.clone(),
+        tally: Arc::clone(shared.tally),
+        stop: Arc::clone(shared.stop),
+        started: shared.started,
+        clock: AtomicU64::new(0),
+    }
+}
+
+/// Unacknowledged deliveries per consumer.
+fn prefetch(config: &WorkerConfig) -> u16 {
+    config
+        .prefetch
+        .unwrap_or_else(|| u16::try_from(config.concurrency).unwrap_or(u16::MAX))
 }
 
 /// Opens the results channel, declares, and starts the consumers.
@@ -221,11 +272,23 @@ async fn start(
         .await
         .map_err(Error::amqp("confirm.select"))?;
     declare(config, connection).await?;
+    let events = connection
+        .create_channel()
+        .await
+        .map_err(Error::amqp("channel.open"))?;
+    declare_event_exchange(&events).await?;
     let (consumers, deliveries) = consume(config, connection).await?;
     let dispatcher = Arc::new(Dispatcher {
         registry: shared.registry.clone(),
         publisher: Publisher::new(results, config.topology.clone(), Arc::clone(connection)),
         router: config.router.clone(),
+        active: Arc::default(),
+        events: TaskEvents {
+            switch: shared.events.clone(),
+            channel: events,
+            hostname: shared.node.clone(),
+            clock: Arc::clone(shared.event_clock),
+        },
         joiner: config.join_chords.then(|| ChordJoiner {
             connection: Arc::clone(connection),
         }),
@@ -278,9 +341,7 @@ async fn consume(
     config: &WorkerConfig,
     connection: &Connection,
 ) -> Result<(Vec<QueueConsumer>, Deliveries), Error> {
-    let prefetch = config
-        .prefetch
-        .unwrap_or_else(|| u16::try_from(config.concurrency).unwrap_or(u16::MAX));
+    let prefetch = prefetch(config);
     let mut consumers = Vec::new();
     let mut streams = Vec::new();
     for queue in &config.consumed_queues() {

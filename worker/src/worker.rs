@@ -4,10 +4,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use celeriac_shared::{ErrorChain, Task};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tracing::{info, warn};
 
 use crate::health::Health;
@@ -15,6 +16,7 @@ use crate::heartbeat::Identity;
 use crate::metrics_server::MetricsServer;
 use crate::session::{Ended, Session, Shared};
 use crate::tally::Tally;
+use crate::task_events::EventSwitch;
 use crate::{Error, Registry, TaskContext, TaskError, TaskOptions, WorkerConfig};
 
 /// Runs registered task handlers for messages from its queues.
@@ -117,9 +119,18 @@ impl Worker {
         let (metrics, _server) =
             MetricsServer::serve(listener, self.config.metrics_addr, &health).await?;
         let config = &self.config;
+        let remote_stop = Arc::new(Notify::new());
+        let shutdown = async {
+            tokio::select! {
+                () = shutdown => {}
+                () = remote_stop.notified() => {}
+            }
+        };
         let mut shutdown = std::pin::pin!(shutdown);
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let tally = Arc::new(Tally::default());
+        let events = EventSwitch::new(config.task_events);
+        let event_clock = Arc::new(AtomicU64::new(0));
         let identity = config
             .heartbeat_interval
             .map(|_| Arc::new(Identity::new(config, node_name(), Arc::clone(&tally))));
@@ -130,6 +141,10 @@ impl Worker {
             metrics: &metrics,
             tally: &tally,
             identity: identity.as_ref(),
+            events: &events,
+            event_clock: &event_clock,
+            stop: &remote_stop,
+            started: std::time::Instant::now(),
         };
         let mut failures = 0;
         loop {

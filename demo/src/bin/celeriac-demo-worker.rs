@@ -48,6 +48,10 @@ struct Args {
     /// `off` sends no worker events.
     #[arg(long, env = "CELERIAC_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = parse_interval)]
     heartbeat_interval: Interval,
+    /// Send Celery's task events (`task-received`, `task-succeeded`, ...)
+    /// from the start, as Celery's `-E`; Flower turns them on anyway.
+    #[arg(short = 'E', long)]
+    task_events: bool,
     /// Log lines as `human` text or `json`, one object per line.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -70,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
     config.grace_period = args.grace_period;
     config.metrics_addr = args.metrics_addr;
     config.heartbeat_interval = args.heartbeat_interval.0;
+    config.task_events = args.task_events;
     let outcome = Worker::with_registry(config, demo::registry())
         .run(celeriac_telemetry::shutdown_signal())
         .await

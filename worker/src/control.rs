@@ -1,0 +1,423 @@
+//! Celery's remote control over kombu's pidbox, so `celery inspect`,
+//! `app.control` and Flower see and steer celeriac workers.
+//!
+//! Commands arrive on the fanout exchange `celery.pidbox`, through the
+//! worker's own exclusive queue `<hostname>.celery.pidbox`; each is a JSON
+//! object `{"method", "arguments", "destination", "pattern", "matcher",
+//! "ticket", "reply_to": {"exchange", "routing_key"}}` with `clock` and
+//! `expires` headers. A command for other workers (`destination`,
+//! `pattern`) or past its `expires` is ignored. A reply `{hostname: reply}`
+//! goes to `reply_to` with the `ticket` header, as kombu's `Node` sends it.
+//! Commands run on a task of their own, never in the way of task acks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use celeriac_shared::{QueueDef, amqp_str};
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, Consumer, ExchangeKind};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::Error;
+use crate::active_tasks::ActiveTasks;
+use crate::tally::Tally;
+use crate::task_events::EventSwitch;
+
+/// The fanout exchange commands are broadcast on.
+pub(crate) const PIDBOX_EXCHANGE: &str = "celery.pidbox";
+/// The direct exchange replies go to.
+pub(crate) const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
+
+/// What the control commands read and steer.
+pub(crate) struct Panel {
+    /// The worker's node name.
+    pub(crate) hostname: String,
+    /// The registered task names, sorted.
+    pub(crate) registered: Vec<String>,
+    /// The queues consumed.
+    pub(crate) queues: Vec<QueueDef>,
+    /// At most this many tasks at once.
+    pub(crate) concurrency: usize,
+    /// The prefetch per consumer.
+    pub(crate) prefetch: u16,
+    /// The running tasks.
+    pub(crate) active: Arc<ActiveTasks>,
+    /// Whether task events are on.
+    pub(crate) events: EventSwitch,
+    /// The counts.
+    pub(crate) tally: Arc<Tally>,
+    /// Asks the worker to shut down.
+    pub(crate) stop: Arc<Notify>,
+    /// When the worker started.
+    pub(crate) started: Instant,
+    /// The clock of control replies.
+    pub(crate) clock: AtomicU64,
+}
+
+/// A control command, as kombu's `Mailbox` sends it.
+#[derive(Debug, Deserialize)]
+struct Command {
+    method: String,
+    #[serde(default)]
+    arguments: Map<String, Value>,
+    #[serde(default)]
+    destination: Option<Vec<String>>,
+    #[serde(default)]
+    pattern: Option<String>,
+    #[serde(default)]
+    ticket: Option<String>,
+    #[serde(default)]
+    reply_to: Option<ReplyTo>,
+}
+
+/// Where a reply goes.
+#[derive(Debug, Deserialize)]
+struct ReplyTo {
+    exchange: String,
+    routing_key: String,
+}
+
+/// The running control consumer of one session.
+pub(crate) struct Control {
+    channel: Channel,
+    task: JoinHandle<()>,
+}
+
+impl Control {
+    /// Declares the pidbox exchanges and this worker's queue and starts
+    /// answering commands.
+    pub(crate) async fn start(connection: &Connection, panel: Arc<Panel>) -> Result<Self, Error> {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(Error::amqp("channel.open"))?;
+        let consumer = declare_and_consume(&channel, &panel.hostname).await?;
+        let replies = channel.clone();
+        let task = tokio::spawn(serve(consumer, replies, panel));
+        Ok(Self { channel, task })
+    }
+
+    /// Stops answering and closes the channel.
+    pub(crate) async fn stop(self) {
+        self.task.abort();
+        let _ = self.channel.close(200, "worker shutdown".into()).await;
+    }
+}
+
+async fn declare_and_consume(channel: &Channel, hostname: &str) -> Result<Consumer, Error> {
+    let transient = ExchangeDeclareOptions::default();
+    for (name, kind) in [
+        (PIDBOX_EXCHANGE, ExchangeKind::Fanout),
+        (REPLY_EXCHANGE, ExchangeKind::Direct),
+    ] {
+        channel
+            .exchange_declare(name.into(), kind, transient, FieldTable::default())
+            .await
+            .map_err(Error::amqp("exchange.declare"))?;
+    }
+    let queue = format!("{hostname}.celery.pidbox");
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(300_000));
+    arguments.insert("x-expires".into(), AMQPValue::LongLongInt(10_000));
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), options, arguments)
+        .await
+        .map_err(Error::amqp("queue.declare"))?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            PIDBOX_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::amqp("queue.bind"))?;
+    let options = BasicConsumeOptions {
+        no_ack: true,
+        exclusive: true,
+        ..BasicConsumeOptions::default()
+    };
+    channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::amqp("basic.consume"))
+}
+
+async fn serve(mut consumer: Consumer, channel: Channel, panel: Arc<Panel>) {
+    while let Some(delivery) = consumer.next().await {
+        let Ok(delivery) = delivery else { break };
+        if expired(delivery.properties.headers().as_ref()) {
+            continue;
+        }
+        let command: Command = match serde_json::from_slice(&delivery.data) {
+            Ok(command) => command,
+            Err(err) => {
+                warn!(error = %err, "malformed control message; ignored");
+                continue;
+            }
+        };
+        if !panel.is_for_me(&command) {
+            continue;
+        }
+        info!(method = %command.method, "control command {}", command.method);
+        let reply = panel.handle(&command.method, &command.arguments);
+        if let (Some(reply), Some(reply_to)) = (reply, &command.reply_to) {
+            panel
+                .send_reply(&channel, reply_to, command.ticket.as_deref(), reply)
+                .await;
+        }
+    }
+}
+
+/// Whether the `expires` header (seconds since the epoch) has passed.
+fn expired(headers: Option<&FieldTable>) -> bool {
+    let Some(value) = headers.and_then(|h| h.inner().get("expires")) else {
+        return false;
+    };
+    let expires = match value {
+        AMQPValue::Double(seconds) => *seconds,
+        AMQPValue::Float(seconds) => f64::from(*seconds),
+        other => match celeriac_shared::amqp_integer(other) {
+            Some(seconds) => seconds as f64,
+            None => amqp_str(other)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(f64::MAX),
+        },
+    };
+    let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+    expires < now
+}
+
+impl Panel {
+    /// Whether `command` names this worker (or every worker).
+    fn is_for_me(&self, command: &Command) -> bool {
+        if let Some(destination) = command.destination.as_ref().filter(|d| !d.is_empty()) {
+            return destination.contains(&self.hostname);
+        }
+        match &command.pattern {
+            Some(pattern) => wildmatch::WildMatch::new(pattern).matches(&self.hostname),
+            None => true,
+        }
+    }
+
+    /// Runs a command; its reply, or `None` for `shutdown`.
+    fn handle(&self, method: &str, arguments: &Map<String, Value>) -> Option<Value> {
+        let reply = match method {
+            "ping" => json!({"ok": "pong"}),
+            "stats" => self.stats(),
+            "registered" => json!(self.registered),
+            "active" => json!(self.active.list()),
+            "reserved" | "scheduled" | "revoked" => json!([]),
+            "active_queues" => json!(self.queues.iter().map(queue_info).collect::<Vec<_>>()),
+            "conf" => json!({
+                "worker_concurrency": self.concurrency,
+                "worker_prefetch_multiplier": 1,
+                "worker_send_task_events": self.events.is_on(),
+                "celeriac_version": env!("CARGO_PKG_VERSION"),
+            }),
+            "enable_events" => toggle(&self.events, true),
+            "disable_events" => toggle(&self.events, false),
+            "shutdown" => {
+                warn!("shutdown requested by remote control");
+                self.stop.notify_one();
+                return None;
+            }
+            "heartbeat" | "clock" => json!({"clock": self.clock.load(Ordering::Relaxed)}),
+            other => {
+                warn!(method = other, ?arguments, "unknown control command");
+                json!({"error": format!("KeyError('{other}')")})
+            }
+        };
+        Some(reply)
+    }
+
+    /// The `stats` reply, in the shape Celery's `inspect stats` prints and
+    /// Flower reads.
+    fn stats(&self) -> Value {
+        let counts = self.tally.counts();
+        json!({
+            "total": {},
+            "pid": std::process::id(),
+            "clock": self.clock.load(Ordering::Relaxed).to_string(),
+            "uptime": self.started.elapsed().as_secs(),
+            "pool": {
+                "implementation": "celeriac:tokio",
+                "max-concurrency": self.concurrency,
+                "processes": [std::process::id()],
+                "max-tasks-per-child": "N/A",
+                "put-guarded-by-semaphore": false,
+                "timeouts": [0, 0],
+            },
+            "prefetch_count": self.prefetch,
+            "broker": {"transport": "amqp"},
+            "rusage": {},
+            "celeriac": {
+                "processed": counts.processed,
+                "failed": counts.failed,
+                "in_flight": counts.in_flight,
+                "active": self.active.len(),
+            },
+        })
+    }
+
+    async fn send_reply(
+        &self,
+        channel: &Channel,
+        to: &ReplyTo,
+        ticket: Option<&str>,
+        reply: Value,
+    ) {
+        let body = json!({ self.hostname.clone(): reply });
+        let Ok(body) = serde_json::to_vec(&body) else {
+            return;
+        };
+        let mut headers = FieldTable::default();
+        if let Some(ticket) = ticket {
+            headers.insert(
+                "ticket".into(),
+                AMQPValue::LongString(LongString::from(ticket)),
+            );
+        }
+        let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        headers.insert(
+            "clock".into(),
+            AMQPValue::LongLongInt(i64::try_from(clock).unwrap_or(0)),
+        );
+        let properties = BasicProperties::default()
+            .with_content_type(celeriac_shared::CONTENT_TYPE.into())
+            .with_content_encoding(celeriac_shared::CONTENT_ENCODING.into())
+            .with_delivery_mode(1)
+            .with_headers(headers);
+        let sent = channel
+            .basic_publish(
+                to.exchange.as_str().into(),
+                to.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await;
+        if let Err(err) = sent {
+            warn!(error = %err, "control reply not sent");
+        }
+    }
+}
+
+fn toggle(events: &EventSwitch, on: bool) -> Value {
+    let (word, was) = (if on { "enabled" } else { "disabled" }, events.set(on));
+    match was == on {
+        true => json!({"ok": format!("task events already {word}")}),
+        false => {
+            info!("task events {word} by remote control");
+            json!({"ok": format!("task events {word}")})
+        }
+    }
+}
+
+/// A queue as kombu's `Queue.as_dict(recurse=True)` describes it.
+fn queue_info(queue: &QueueDef) -> Value {
+    let exchange = queue.exchange_def();
+    let kind = format!("{:?}", exchange.kind).to_lowercase();
+    json!({
+        "name": queue.name,
+        "exchange": {
+            "name": exchange.name,
+            "type": kind,
+            "arguments": null,
+            "durable": true,
+            "passive": false,
+            "auto_delete": false,
+            "delivery_mode": null,
+            "no_declare": false,
+        },
+        "routing_key": queue.binding_key(),
+        "queue_arguments": null,
+        "binding_arguments": null,
+        "consumer_arguments": null,
+        "durable": queue.durable,
+        "exclusive": false,
+        "auto_delete": false,
+        "no_ack": false,
+        "alias": null,
+        "bindings": [],
+        "no_declare": null,
+        "expires": null,
+        "message_ttl": null,
+        "max_length": null,
+        "max_length_bytes": null,
+        "max_priority": queue.max_priority,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panel() -> Panel {
+        Panel {
+            hostname: "w1@host".into(),
+            registered: vec!["demo.add".into()],
+            queues: vec![QueueDef::new("celery")],
+            concurrency: 4,
+            prefetch: 4,
+            active: Arc::default(),
+            events: EventSwitch::new(false),
+            tally: Arc::default(),
+            stop: Arc::default(),
+            started: Instant::now(),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn commands_for_other_workers_are_ignored() {
+        let panel = panel();
+        let command = |destination: Option<Vec<String>>, pattern: Option<&str>| Command {
+            method: "ping".into(),
+            arguments: Map::new(),
+            destination,
+            pattern: pattern.map(str::to_owned),
+            ticket: None,
+            reply_to: None,
+        };
+        assert!(panel.is_for_me(&command(None, None)));
+        assert!(panel.is_for_me(&command(Some(vec!["w1@host".into()]), None)));
+        assert!(!panel.is_for_me(&command(Some(vec!["w2@host".into()]), None)));
+        assert!(panel.is_for_me(&command(None, Some("w1@*"))));
+        assert!(!panel.is_for_me(&command(None, Some("w2@*"))));
+    }
+
+    #[test]
+    fn replies_have_celerys_shapes() {
+        let panel = panel();
+        let reply = |method| panel.handle(method, &Map::new()).unwrap();
+        assert_eq!(reply("ping"), json!({"ok": "pong"}));
+        assert_eq!(reply("registered"), json!(["demo.add"]));
+        assert_eq!(reply("active_queues")[0]["name"], "celery");
+        assert_eq!(reply("enable_events"), json!({"ok": "task events enabled"}));
+        assert!(panel.events.is_on());
+        assert_eq!(reply("nope"), json!({"error": "KeyError('nope')"}));
+        assert!(panel.handle("shutdown", &Map::new()).is_none());
+    }
+}
