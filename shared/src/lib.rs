@@ -40,6 +40,7 @@ pub mod fuzzing;
 mod message;
 mod result;
 mod result_lost;
+mod revocation;
 mod routing;
 mod sender;
 mod signature;
@@ -77,6 +78,10 @@ pub use field_table::{
 pub use message::{CONTENT_ENCODING, CONTENT_TYPE, Embed, TaskMessage};
 pub use result::{ResultMessage, TaskFailure, TaskState};
 pub use result_lost::ResultLost;
+pub use revocation::{
+    MAX_REVOKED, REVOCATION_STREAM, REVOCATION_STREAM_BYTES, REVOCATION_TTL, Revocation,
+    declare_revocation_stream,
+};
 pub use routing::{Route, Router};
 pub use sender::{CallError, SendOptions, Sender, decode_output};
 pub use signature::{MAX_CHAIN_STEPS, Signature, SignatureError};
