@@ -87,11 +87,16 @@ impl Python {
     /// Runs the script `tests/python/<script>` to completion and returns
     /// its output; fails if it exits unsuccessfully or outlives [`GUARD`].
     pub async fn run(script: &str, broker: &BrokerUrl) -> anyhow::Result<Transcript> {
-        let mut python = Self::spawn(&[script], broker)?;
+        Self::run_args(&[script], broker).await
+    }
+
+    /// Runs `python <args>` to completion, as [`Python::run`] does.
+    pub async fn run_args(args: &[&str], broker: &BrokerUrl) -> anyhow::Result<Transcript> {
+        let mut python = Self::spawn(args, broker)?;
         let status = python.wait().await?;
         let transcript = python.collect().await;
         if !status.success() {
-            bail!("{script} failed with {status}\n{transcript}");
+            bail!("{args:?} failed with {status}\n{transcript}");
         }
         Ok(transcript)
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use celeriac_shared::{QueueDef, amqp_str};
+use celeriac_shared::{QueueDef, Revocation, amqp_str};
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::active_tasks::ActiveTasks;
+use crate::revocations::{Revoked, append};
 use crate::tally::Tally;
 use crate::task_events::EventSwitch;
 
@@ -62,6 +63,11 @@ pub(crate) struct Panel {
     pub(crate) started: Instant,
     /// The clock of control replies.
     pub(crate) clock: AtomicU64,
+    /// The revoked task ids.
+    pub(crate) revoked: Arc<Revoked>,
+    /// Appends revocations to the stream (confirm mode); `None` in unit
+    /// tests.
+    pub(crate) revocations: Option<Channel>,
 }
 
 /// A control command, as kombu's `Mailbox` sends it.
@@ -181,6 +187,19 @@ async fn serve(mut consumer: Consumer, channel: Channel, panel: Arc<Panel>) {
             continue;
         }
         info!(method = %command.method, "control command {}", command.method);
+        if let Some(revocation) = (command.method == "revoke")
+            .then(|| revocation(&command.arguments))
+            .flatten()
+        {
+            panel.revoked.add(&revocation);
+            let appended = match &panel.revocations {
+                Some(channel) => append(channel, &revocation).await,
+                None => Ok(()),
+            };
+            if let Err(err) = appended {
+                warn!(error = %err, "revocation not appended to the stream");
+            }
+        }
         let reply = panel.handle(&command.method, &command.arguments);
         if let (Some(reply), Some(reply_to)) = (reply, &command.reply_to) {
             panel
@@ -228,7 +247,14 @@ impl Panel {
             "stats" => self.stats(),
             "registered" => json!(self.registered),
             "active" => json!(self.active.list()),
-            "reserved" | "scheduled" | "revoked" => json!([]),
+            "reserved" | "scheduled" => json!([]),
+            "revoked" => json!(self.revoked.list()),
+            "revoke" => match revocation(arguments) {
+                Some(revocation) => {
+                    json!({"ok": format!("tasks {} flagged as revoked", revocation.task_ids.join(", "))})
+                }
+                None => json!({"error": "revoke needs a task_id"}),
+            },
             "active_queues" => json!(self.queues.iter().map(queue_info).collect::<Vec<_>>()),
             "conf" => json!({
                 "worker_concurrency": self.concurrency,
@@ -324,6 +350,25 @@ impl Panel {
     }
 }
 
+/// The revocation in a `revoke` command's arguments: `task_id` (one id or
+/// a list) and `terminate`.
+fn revocation(arguments: &Map<String, Value>) -> Option<Revocation> {
+    let task_ids: Vec<String> = match arguments.get("task_id")? {
+        Value::String(id) => vec![id.clone()],
+        Value::Array(ids) => ids
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => return None,
+    };
+    let terminate = arguments
+        .get("terminate")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    (!task_ids.is_empty()).then(|| Revocation::new(task_ids, terminate))
+}
+
 fn toggle(events: &EventSwitch, on: bool) -> Value {
     let (word, was) = (if on { "enabled" } else { "disabled" }, events.set(on));
     match was == on {
@@ -387,6 +432,8 @@ mod tests {
             stop: Arc::default(),
             started: Instant::now(),
             clock: AtomicU64::new(0),
+            revoked: Arc::default(),
+            revocations: None,
         }
     }
 

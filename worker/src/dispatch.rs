@@ -27,6 +27,7 @@ use crate::outcome::Outcome;
 use crate::plan::{Deliveries, Disposition, Facts, Plan, plan};
 use crate::publish_error::PublishError;
 use crate::publisher::{Publisher, task_id, task_name};
+use crate::revocations::Revoked;
 use crate::tally::Tally;
 use crate::task_events::TaskEvents;
 use crate::workflow::{self, Route, WorkflowError};
@@ -63,6 +64,8 @@ pub(crate) struct Dispatcher {
     pub(crate) events: TaskEvents,
     /// The tasks running now, for the `active` control command.
     pub(crate) active: Arc<ActiveTasks>,
+    /// The revoked task ids.
+    pub(crate) revoked: Arc<Revoked>,
 }
 
 /// Which workflow steps a finished task sends on.
@@ -130,6 +133,9 @@ impl Dispatcher {
                 deliveries,
                 delivery_limit: self.delivery_limit,
                 policy: &policy,
+                revoked: message
+                    .as_ref()
+                    .is_some_and(|m| self.revoked.contains(m.id())),
                 outcome: outcome.as_ref(),
             };
             match plan(&facts) {
@@ -146,7 +152,13 @@ impl Dispatcher {
                     self.events.started(message.id()).await;
                     let hostname = self.events.hostname.as_str();
                     self.active.started(message, queue, hostname, redelivered);
-                    outcome = Some(self.registry.execute(message, redelivered).await);
+                    let cancel = self.revoked.running(message.id());
+                    let ran = tokio::select! {
+                        ran = self.registry.execute(message, redelivered) => ran,
+                        () = cancel.notified() => Outcome::Revoked { terminated: true },
+                    };
+                    outcome = Some(ran);
+                    self.revoked.done(message.id());
                     self.active.finished(message.id());
                 }
                 Plan::Skip(skipped) => outcome = Some(skipped),
@@ -244,7 +256,10 @@ impl Dispatcher {
                 let runtime = runtime.as_secs_f64();
                 self.events.succeeded(task_id, result.get(), runtime).await;
             }
-            (Outcome::Expired, _) => self.events.revoked(task_id, true).await,
+            (Outcome::Expired, _) => self.events.revoked(task_id, true, false).await,
+            (Outcome::Revoked { terminated }, _) => {
+                self.events.revoked(task_id, false, *terminated).await;
+            }
             (_, follows) => {
                 if let Some(failure) = outcome.failure(message.task()) {
                     let retried = matches!(follows, FollowUps::None);
@@ -650,7 +665,7 @@ pub(crate) fn log_outcome(
     };
     let (task_id, task, label) = (message.id(), message.task(), outcome.label());
     let detail = match outcome {
-        Outcome::Succeeded(_) | Outcome::Expired => String::new(),
+        Outcome::Succeeded(_) | Outcome::Expired | Outcome::Revoked { .. } => String::new(),
         Outcome::Failed(err) => err.to_string(),
         Outcome::Panicked(panic) => format!("panic: {panic}"),
         Outcome::TimedOut(limit) => format!("time limit of {limit:?} exceeded"),
@@ -659,6 +674,14 @@ pub(crate) fn log_outcome(
         Outcome::BadArguments(err) | Outcome::Undecodable(err) => err.to_string(),
     };
     match disposition {
+        Disposition::Ack if matches!(outcome, Outcome::Revoked { .. }) => {
+            warn!(
+                task_id,
+                task,
+                outcome = label,
+                "Task {task}[{task_id}] revoked; not run to the end"
+            );
+        }
         Disposition::Ack if matches!(outcome, Outcome::Expired) => {
             warn!(
                 task_id,

@@ -12,6 +12,7 @@ use celeriac_shared::fuzzing::{RawMessage, task_message, task_message_for};
 use celeriac_shared::{DeadLetter, MAX_DELAY, Task, TaskMessage};
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -22,6 +23,11 @@ use crate::{Registry, TaskContext, TaskError};
 
 /// The delivery limit the properties use.
 const LIMIT: u32 = 5;
+
+thread_local! {
+    /// Whether [`handle`] treats the task as revoked.
+    static REVOKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// A task whose handler panics on odd input, to check that panics become
 /// [`Outcome::Panicked`] and never escape.
@@ -140,6 +146,7 @@ fn handle(
             deliveries,
             delivery_limit: LIMIT,
             policy: &policy,
+            revoked: REVOKED.with(|revoked| revoked.get()),
             outcome: outcome.as_ref(),
         };
         match plan(&facts) {
@@ -302,4 +309,27 @@ fn a_panicking_handler_is_caught_and_retried() {
         "{outcome:?}"
     );
     assert!(matches!(plan, Plan::Retry { .. }), "{plan:?}");
+}
+
+#[test]
+fn a_revoked_task_is_acknowledged_unrun_and_its_caller_told() {
+    let message = task_message_for(vec!["demo.add".to_owned()]);
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for _ in 0..50 {
+        let message = message.new_tree(&mut runner).expect("a message").current();
+        REVOKED.with(|revoked| revoked.set(true));
+        let (outcome, plan) = handle(&registry(), &message, fresh(), Utc::now(), None);
+        REVOKED.with(|revoked| revoked.set(false));
+        if matches!(outcome, Some(Outcome::Undecodable(_))) {
+            continue;
+        }
+        assert!(
+            matches!(outcome, Some(Outcome::Revoked { terminated: false })),
+            "{outcome:?}"
+        );
+        let Plan::Ack { reply: Some(reply) } = plan else {
+            panic!("{plan:?}");
+        };
+        assert_eq!(reply.result.status, celeriac_shared::TaskState::Revoked);
+    }
 }

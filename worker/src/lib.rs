@@ -73,6 +73,7 @@ mod publish_error;
 mod publisher;
 mod registry;
 mod retry;
+mod revocations;
 mod session;
 mod spans;
 mod tally;

@@ -131,7 +131,7 @@ impl Metrics {
                 self.succeeded.get_or_create(&labels).inc();
                 true
             }
-            Outcome::Expired => {
+            Outcome::Expired | Outcome::Revoked { .. } => {
                 self.expired.get_or_create(&labels).inc();
                 false
             }

@@ -21,6 +21,12 @@ pub(crate) enum Outcome {
     TimedOut(Duration),
     /// The task's `expires` had passed when it arrived; it did not run.
     Expired,
+    /// The task was revoked: it did not run, or (`terminated`) it was
+    /// cancelled while it ran.
+    Revoked {
+        /// Whether it was running.
+        terminated: bool,
+    },
     /// The message was delivered this many times without being settled
     /// (it crashes or stalls every worker that takes it); it did not run.
     DeliveryLimit(u32),
@@ -38,7 +44,7 @@ impl Outcome {
     /// expired task (not run, but not an error either).
     pub(crate) fn is_failure(&self) -> bool {
         match self {
-            Outcome::Succeeded(_) | Outcome::Expired => false,
+            Outcome::Succeeded(_) | Outcome::Expired | Outcome::Revoked { .. } => false,
             Outcome::Failed(_)
             | Outcome::Panicked(_)
             | Outcome::TimedOut(_)
@@ -59,6 +65,7 @@ impl Outcome {
             Outcome::Panicked(_) => "panicked",
             Outcome::TimedOut(_) => "timed out",
             Outcome::Expired => "expired",
+            Outcome::Revoked { .. } => "revoked",
             Outcome::DeliveryLimit(_) => "over the delivery limit",
             Outcome::UnknownTask => "unknown task",
             Outcome::BadArguments(_) => "bad arguments",
@@ -83,6 +90,11 @@ impl Outcome {
                 "TimeLimitExceeded",
                 "billiard.exceptions",
                 format!("task {task} ran longer than {limit:?}"),
+            )),
+            Outcome::Revoked { .. } => Some(failure(
+                "TaskRevokedError",
+                "celery.exceptions",
+                format!("task {task} was revoked"),
             )),
             Outcome::Expired => Some(failure(
                 "TaskRevokedError",
@@ -119,7 +131,9 @@ impl Outcome {
     pub(crate) fn result_message(&self, task_id: &str, task: &str) -> ResultMessage {
         match (self, self.failure(task)) {
             (Outcome::Succeeded(result), _) => ResultMessage::success(task_id, result.clone()),
-            (Outcome::Expired, Some(failure)) => ResultMessage::revoked(task_id, &failure),
+            (Outcome::Expired | Outcome::Revoked { .. }, Some(failure)) => {
+                ResultMessage::revoked(task_id, &failure)
+            }
             (_, Some(failure)) => ResultMessage::failure(task_id, &failure),
             (_, None) => unreachable!("every outcome but success has a failure"),
         }

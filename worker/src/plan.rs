@@ -31,6 +31,8 @@ pub(crate) struct Facts<'a> {
     pub(crate) delivery_limit: u32,
     /// The task's retry policy.
     pub(crate) policy: &'a RetryPolicy,
+    /// Whether the task id is revoked.
+    pub(crate) revoked: bool,
     /// How handling ended, once the handler ran or was skipped; `None`
     /// before.
     pub(crate) outcome: Option<&'a Outcome>,
@@ -163,6 +165,9 @@ fn before_running(facts: &Facts<'_>) -> Plan {
     let Some(message) = facts.message else {
         unreachable!("an undecodable message always comes with its outcome")
     };
+    if facts.revoked {
+        return Plan::Skip(Outcome::Revoked { terminated: false });
+    }
     if message.headers.expires.is_some_and(|at| at <= facts.now) {
         return Plan::Skip(Outcome::Expired);
     }
@@ -198,7 +203,7 @@ fn before_running(facts: &Facts<'_>) -> Plan {
 /// `retries` retries, under `policy`.
 pub(crate) fn disposition(outcome: &Outcome, retries: u32, policy: &RetryPolicy) -> Disposition {
     match outcome {
-        Outcome::Succeeded(_) | Outcome::Expired => Disposition::Ack,
+        Outcome::Succeeded(_) | Outcome::Expired | Outcome::Revoked { .. } => Disposition::Ack,
         Outcome::Failed(TaskError::Retry { countdown, .. }) => retry(retries, policy, *countdown),
         Outcome::Failed(TaskError::Reject { .. }) => Disposition::DeadLetter { reason: "rejected" },
         Outcome::Failed(TaskError::Failed { .. }) | Outcome::Panicked(_) | Outcome::TimedOut(_) => {

@@ -26,6 +26,7 @@ use crate::health::Health;
 use crate::heartbeat::{Heartbeat, Identity};
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use crate::revocations::{RevocationFollower, Revoked};
 use crate::tally::Tally;
 use crate::task_events::{EventSwitch, TaskEvents};
 use crate::{Error, Registry, WorkerConfig};
@@ -52,6 +53,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) stop: &'a Arc<Notify>,
     /// When the worker started.
     pub(crate) started: std::time::Instant,
+    /// The revoked task ids, kept across sessions.
+    pub(crate) revoked: &'a Arc<Revoked>,
 }
 
 /// Deliveries from all consumed queues, each with where it came from;
@@ -95,6 +98,8 @@ pub(crate) struct Session {
     heartbeat: Option<Heartbeat>,
     /// Answers remote control commands.
     control: Control,
+    /// Follows the revocation stream.
+    revocations: RevocationFollower,
 }
 
 impl Session {
@@ -105,17 +110,31 @@ impl Session {
         let connection = Arc::new(connect(config).await?);
         shared.health.connected(connection.status().clone());
         let started = async {
+            let revocations = RevocationFollower::start(
+                &connection,
+                Arc::clone(shared.revoked),
+                &shared.node,
+                config.connect_timeout,
+            )
+            .await?;
             let (consumers, deliveries, dispatcher) = start(&connection, config, shared).await?;
             let heartbeat = match shared.identity {
                 Some(identity) => Some(Heartbeat::start(&connection, identity).await?),
                 None => None,
             };
-            let panel = Arc::new(panel(config, shared, &dispatcher));
+            let panel = Arc::new(panel(config, shared, &dispatcher, &revocations));
             let control = Control::start(&connection, panel).await?;
-            Ok::<_, Error>((consumers, deliveries, dispatcher, heartbeat, control))
+            Ok::<_, Error>((
+                consumers,
+                deliveries,
+                dispatcher,
+                heartbeat,
+                control,
+                revocations,
+            ))
         };
         match started.await {
-            Ok((consumers, deliveries, dispatcher, heartbeat, control)) => {
+            Ok((consumers, deliveries, dispatcher, heartbeat, control, revocations)) => {
                 let channels = consumers.iter().map(|c| c.channel.status().clone());
                 shared.health.consuming(channels.collect());
                 Ok(Self {
@@ -125,6 +144,7 @@ impl Session {
                     dispatcher,
                     heartbeat,
                     control,
+                    revocations,
                 })
             }
             Err(err) => {
@@ -150,6 +170,7 @@ impl Session {
             dispatcher,
             heartbeat,
             control,
+            revocations,
         } = self;
         let mut in_flight = JoinSet::new();
         let lost = pump(
@@ -187,6 +208,7 @@ impl Session {
             heartbeat.stop(identity, graceful).await;
         }
         control.stop().await;
+        revocations.stop().await;
         close(connection, consumers, dispatcher).await;
         ended
     }
@@ -223,7 +245,12 @@ async fn close(
 }
 
 /// What the session's control commands read and steer.
-fn panel(config: &WorkerConfig, shared: &Shared<'_>, dispatcher: &Dispatcher) -> Panel {
+fn panel(
+    config: &WorkerConfig,
+    shared: &Shared<'_>,
+    dispatcher: &Dispatcher,
+    revocations: &RevocationFollower,
+) -> Panel {
     let mut registered: Vec<String> = shared
         .registry
         .names()
@@ -247,6 +274,8 @@ fn panel(config: &WorkerConfig, shared: &Shared<'_>, dispatcher: &Dispatcher) ->
         stop: Arc::clone(shared.stop),
         started: shared.started,
         clock: AtomicU64::new(0),
+        revoked: Arc::clone(shared.revoked),
+        revocations: Some(revocations.publisher()),
     }
 }
 
@@ -283,6 +312,7 @@ async fn start(
         publisher: Publisher::new(results, config.topology.clone(), Arc::clone(connection)),
         router: config.router.clone(),
         active: Arc::default(),
+        revoked: Arc::clone(shared.revoked),
         events: TaskEvents {
             switch: shared.events.clone(),
             channel: events,

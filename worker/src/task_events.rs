@@ -122,10 +122,12 @@ impl TaskEvents {
         self.send(kind, task_id, fields).await;
     }
 
-    /// `task-revoked`: the task expired (or was revoked) and did not run.
-    pub(crate) async fn revoked(&self, task_id: &str, expired: bool) {
+    /// `task-revoked`: the task expired or was revoked, and did not run
+    /// (or, `terminated`, was cancelled while it ran).
+    pub(crate) async fn revoked(&self, task_id: &str, expired: bool, terminated: bool) {
         if self.switch.is_on() {
-            let fields = json!({"terminated": false, "signum": null, "expired": expired});
+            let signum = terminated.then_some(15);
+            let fields = json!({"terminated": terminated, "signum": signum, "expired": expired});
             self.send(TaskEventKind::Revoked, task_id, fields).await;
         }
     }

@@ -144,6 +144,7 @@ impl Worker {
             events: &events,
             event_clock: &event_clock,
             stop: &remote_stop,
+            revoked: &Arc::default(),
             started: std::time::Instant::now(),
         };
         let mut failures = 0;
