@@ -3,13 +3,14 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, ensure};
 use celeriac_producer::{Producer, ProducerConfig};
-use celeriac_shared::{BrokerUrl, SendOptions};
+use celeriac_shared::{BrokerUrl, SendOptions, Signature, Task};
 use celeriac_worker::{Registry, TaskContext, TaskError, Worker, WorkerConfig};
 use futures::{StreamExt, TryStreamExt};
+use serde_json::{Map, json};
 
-use crate::fixture::{GUARD, Noop, NoopArgs, noop_args};
+use crate::fixture::{GUARD, Incr, Noop, NoopArgs, Total, TotalArgs, chord_total, noop_args};
 
 /// A producer with default settings, but `channels` confirm-mode channels
 /// if given.
@@ -62,7 +63,9 @@ pub(crate) async fn warm_up(producer: &Producer, queue: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// Runs a worker with a `bench.noop` handler on `queue` until `shutdown`.
+/// Runs a worker with `bench.noop`, `bench.incr` and `bench.total`
+/// handlers on `queue` until `shutdown`. Like every worker by default
+/// (`join_chords`), it also consumes the chord queue and joins chords.
 pub(crate) async fn run_worker(
     url: &BrokerUrl,
     queue: &str,
@@ -72,6 +75,8 @@ pub(crate) async fn run_worker(
 ) -> anyhow::Result<()> {
     let mut registry = Registry::new();
     registry.register::<Noop, _, _>(noop);
+    registry.register::<Incr, _, _>(incr);
+    registry.register::<Total, _, _>(total);
     let config = WorkerConfig {
         broker_url: url.clone(),
         queues: vec![queue.to_owned()],
@@ -87,6 +92,18 @@ pub(crate) async fn run_worker(
 
 async fn noop(_args: NoopArgs, _ctx: TaskContext) -> Result<(), TaskError> {
     Ok(())
+}
+
+async fn incr(n: i64, _ctx: TaskContext) -> Result<i64, TaskError> {
+    n.checked_add(1)
+        .ok_or_else(|| TaskError::reject("the increment overflows"))
+}
+
+async fn total(args: TotalArgs, _ctx: TaskContext) -> Result<i64, TaskError> {
+    args.values
+        .into_iter()
+        .try_fold(0i64, i64::checked_add)
+        .ok_or_else(|| TaskError::reject("the total overflows"))
 }
 
 /// Makes `warmup + calls` sequential calls of `bench.noop` on `queue`
@@ -111,4 +128,70 @@ pub(crate) async fn round_trips(
         }
     }
     Ok(latencies)
+}
+
+/// A `bench.incr` call on `queue`: `bench.incr(first)` if given, else a
+/// chain step that gets its parent's result.
+fn incr_on(queue: &str, first: Option<i64>) -> Signature {
+    let args = first.map(|n| vec![json!(n)]).unwrap_or_default();
+    Signature::named(Incr::NAME, args, Map::new()).option("queue", queue)
+}
+
+/// Sends `warmup + chains` chains of `steps` `bench.incr` calls on
+/// `queue`, one after another, each waited for; returns the latencies of
+/// the last `chains` whole chains.
+pub(crate) async fn chains(
+    producer: &Producer,
+    queue: &str,
+    (warmup, chains): (usize, usize),
+    steps: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(chains);
+    for chain in 0..warmup + chains {
+        let signatures = std::iter::once(incr_on(queue, Some(0)))
+            .chain((1..steps).map(|_| incr_on(queue, None)))
+            .collect();
+        let start = Instant::now();
+        let result = producer.chain::<i64>(signatures).await?.wait(GUARD).await?;
+        let elapsed = start.elapsed();
+        ensure!(
+            result == steps as i64,
+            "a chain of {steps} returned {result}"
+        );
+        if chain >= warmup {
+            latencies.push(elapsed);
+        }
+    }
+    Ok(latencies)
+}
+
+/// Sends one chord of `size` `bench.incr(i)` tasks with `bench.total` as
+/// its body, all on `queue`, after one untimed call (the worker is up and
+/// the producer knows the queue); returns the time from the first send to
+/// the body's result.
+pub(crate) async fn chord(
+    producer: &Producer,
+    queue: &str,
+    size: usize,
+) -> anyhow::Result<Duration> {
+    producer
+        .send_with::<Incr>(&0, SendOptions::queue(queue))
+        .await?
+        .wait(GUARD)
+        .await?;
+    let header = (0..size).map(|i| incr_on(queue, Some(i as i64))).collect();
+    let body = Signature::named(Total::NAME, Vec::new(), Map::new()).option("queue", queue);
+    let start = Instant::now();
+    let result = producer
+        .chord::<i64>(header, body)
+        .await?
+        .wait(GUARD)
+        .await?;
+    let elapsed = start.elapsed();
+    let expected = chord_total(size);
+    ensure!(
+        result == expected,
+        "a chord of {size} summed to {result}, not {expected}"
+    );
+    Ok(elapsed)
 }

@@ -11,6 +11,9 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::fixture::{GUARD, PAYLOAD_BYTES};
 
+/// How long checking the result backend may take.
+const BACKEND_CHECK: Duration = Duration::from_secs(30);
+
 /// How Celery's worker runs.
 #[derive(Debug, Clone)]
 pub(crate) struct CeleryWorkerSettings {
@@ -29,6 +32,9 @@ pub(crate) struct Celery {
     python: PathBuf,
     url: BrokerUrl,
     worker: CeleryWorkerSettings,
+    /// The result backend of the scripts and the worker; `None` is
+    /// `rpc://`, which cannot join chords.
+    backend: Option<String>,
 }
 
 impl Celery {
@@ -47,6 +53,7 @@ impl Celery {
             python,
             url,
             worker,
+            backend: None,
         })
     }
 
@@ -59,6 +66,10 @@ impl Celery {
             .current_dir(&dir)
             .env("PYTHONPATH", &dir)
             .env("CELERIAC_BROKER_URL", self.url.expose())
+            .env(
+                "CELERIAC_RESULT_BACKEND",
+                self.backend.as_deref().unwrap_or("rpc://"),
+            )
             // The bench runs as root in CI; Celery warns about that at length.
             .env(
                 "PYTHONWARNINGS",
@@ -108,6 +119,29 @@ impl Celery {
             url,
             ..self.clone()
         }
+    }
+
+    /// The same installation with results in `backend` (Redis, for
+    /// chords).
+    pub(crate) fn with_backend(&self, backend: &str) -> Self {
+        Self {
+            backend: Some(backend.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// Fails unless the result backend answers a PING from Celery (its
+    /// Python client is installed, its server is up).
+    pub(crate) async fn check_backend(&self) -> anyhow::Result<()> {
+        let check = "from benchtasks import app; app.backend.client.ping()";
+        let output = tokio::time::timeout(BACKEND_CHECK, self.python(&["-c", check]).output())
+            .await
+            .with_context(|| format!("no answer within {BACKEND_CHECK:?}"))??;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!("{}", stderr.trim().lines().last().unwrap_or("failed"));
+        }
+        Ok(())
     }
 
     /// Publishes `n` tasks to `queue` and returns the time the publishes
@@ -165,6 +199,54 @@ impl Celery {
         let micros: Vec<u64> = serde_json::from_slice(&output.stdout)
             .context("round_trips.py printed no latency list")?;
         Ok(micros.into_iter().map(Duration::from_micros).collect())
+    }
+
+    /// Runs `warmup + chains` chains of `steps` `bench.incr` calls on
+    /// `queue`, one after another; returns the latencies of the last
+    /// `chains` whole chains.
+    pub(crate) async fn chains(
+        &self,
+        queue: &str,
+        (warmup, chains): (usize, usize),
+        steps: usize,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let (warmup, chains, steps) = (warmup.to_string(), chains.to_string(), steps.to_string());
+        let micros = self
+            .workflow(&["chain", queue, &warmup, &chains, &steps])
+            .await?;
+        Ok(micros.into_iter().map(Duration::from_micros).collect())
+    }
+
+    /// Runs one chord of `size` `bench.incr` tasks with `bench.total` as
+    /// its body on `queue` (needs a backend that joins chords, see
+    /// [`Celery::with_backend`]); returns the time from sending it to the
+    /// body's result.
+    pub(crate) async fn chord(&self, queue: &str, size: usize) -> anyhow::Result<Duration> {
+        let micros = self.workflow(&["chord", queue, &size.to_string()]).await?;
+        let &[elapsed] = micros.as_slice() else {
+            bail!(
+                "workflows.py chord printed {} latencies, not one",
+                micros.len()
+            );
+        };
+        Ok(Duration::from_micros(elapsed))
+    }
+
+    /// Runs `workflows.py` with `args`; returns the latencies it printed,
+    /// in microseconds.
+    async fn workflow(&self, args: &[&str]) -> anyhow::Result<Vec<u64>> {
+        let output = self
+            .python(&[&["workflows.py"], args].concat())
+            .output()
+            .await?;
+        if !output.status.success() {
+            bail!(
+                "workflows.py {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        serde_json::from_slice(&output.stdout).context("workflows.py printed no latency list")
     }
 }
 

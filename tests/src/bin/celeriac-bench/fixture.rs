@@ -1,5 +1,6 @@
-//! What every system works on: the no-op task, its encoded message, and
-//! the broker-side view of the queues a run uses.
+//! What every system works on: the no-op task, its encoded message, the
+//! two tasks of the workflow measurements, and the broker-side view of the
+//! queues a run uses.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,39 @@ impl Task for Noop {
     const NAME: &'static str = "bench.noop";
     type Args = NoopArgs;
     type Output = ();
+}
+
+/// `bench.incr(n)`: `n + 1`, the step of a chain and a chord's header
+/// task.
+pub(crate) struct Incr;
+
+impl Task for Incr {
+    const NAME: &'static str = "bench.incr";
+    type Args = i64;
+    type Output = i64;
+}
+
+/// `bench.total(values)`: their sum, a chord's body.
+pub(crate) struct Total;
+
+/// Arguments of [`Total`]: the chord's header results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TotalArgs {
+    /// The integers to add up.
+    pub(crate) values: Vec<i64>,
+}
+
+impl Task for Total {
+    const NAME: &'static str = "bench.total";
+    type Args = TotalArgs;
+    type Output = i64;
+}
+
+/// What a chord of `size` `bench.incr(i)` tasks, `i` in `0..size`, sums
+/// to: `1 + 2 + ... + size`.
+pub(crate) fn chord_total(size: usize) -> i64 {
+    let size = i64::try_from(size).unwrap_or(i64::MAX);
+    size * (size + 1) / 2
 }
 
 /// Length of the payload string.

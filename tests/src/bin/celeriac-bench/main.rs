@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! scripts/bench --n 20000 --reps 3 --systems lapin,celeriac,celery --only publish,drain,e2e,rtt,rss
+//! scripts/bench --reps 3 --systems celeriac,celery --only chain,chord,rtt
 //! ```
 //!
 //! See `docs/benchmarks.md` for the method. `celeriac-bench soak` is the
@@ -52,16 +53,19 @@ impl System {
 }
 
 /// A measurement; `rss` is taken during `drain`; `delayed` is the RSS of
-/// an idle worker while N delayed tasks wait (not raw lapin: it has no
-/// delays).
+/// an idle worker while N delayed tasks wait; `chain` the latency of a
+/// chain per step; `chord` the time a chord takes (the last three not for
+/// raw lapin: it has no delays and no workflows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Measurement {
+pub(crate) enum Measurement {
     Publish,
     Drain,
     E2e,
     Rtt,
     Rss,
     Delayed,
+    Chain,
+    Chord,
 }
 
 /// Command-line flags.
@@ -101,7 +105,7 @@ pub(crate) struct Settings {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "publish,drain,e2e,rtt,rss,delayed"
+        default_value = "publish,drain,e2e,rtt,rss,delayed,chain,chord"
     )]
     only: Vec<Measurement>,
     /// Timed sequential calls per round-trip run.
@@ -110,6 +114,18 @@ pub(crate) struct Settings {
     /// Untimed calls before the timed ones.
     #[arg(long, default_value_t = 200)]
     pub(crate) warmup: usize,
+    /// Timed sequential chains per chain run.
+    #[arg(long, default_value_t = 200)]
+    chains: usize,
+    /// Untimed chains before the timed ones.
+    #[arg(long, default_value_t = 20)]
+    chain_warmup: usize,
+    /// Steps of every chain.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) chain_steps: usize,
+    /// Header tasks of the chord.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) chord_size: usize,
     /// Outstanding confirms when publishing (raw lapin's window, celeriac's
     /// concurrent sends).
     #[arg(long, default_value_t = 1000)]
@@ -174,7 +190,13 @@ impl Settings {
         }
     }
 
-    fn runs(&self, measurement: Measurement) -> bool {
+    /// Untimed and timed chains per chain run.
+    pub(crate) fn chains(&self) -> (usize, usize) {
+        (self.chain_warmup, self.chains)
+    }
+
+    /// Whether `measurement` was selected with `--only`.
+    pub(crate) fn runs(&self, measurement: Measurement) -> bool {
         self.only.contains(&measurement)
     }
 
@@ -197,7 +219,25 @@ impl Settings {
             self.celery_pool,
             self.celery_concurrency,
             self.celery_prefetch_multiplier,
-        )
+        ) + &self.describe_workflows()
+    }
+
+    /// The chain and chord settings, if they are measured.
+    fn describe_workflows(&self) -> String {
+        let mut out = String::new();
+        if self.runs(Measurement::Chain) {
+            out += &format!(
+                "; chain: {} timed chains of {} `bench.incr` steps after {} warm-up chains",
+                self.chains, self.chain_steps, self.chain_warmup
+            );
+        }
+        if self.runs(Measurement::Chord) {
+            out += &format!(
+                "; chord: {} `bench.incr` header tasks, `bench.total` body",
+                self.chord_size
+            );
+        }
+        out
     }
 }
 
@@ -247,6 +287,8 @@ async fn run(settings: Settings) -> anyhow::Result<Report> {
         Measurement::E2e,
         Measurement::Rtt,
         Measurement::Delayed,
+        Measurement::Chain,
+        Measurement::Chord,
     ];
     let drain_or_rss = settings.runs(Measurement::Drain) || settings.runs(Measurement::Rss);
     for step in steps {
@@ -259,7 +301,7 @@ async fn run(settings: Settings) -> anyhow::Result<Report> {
         }
         for rep in 1..=settings.reps {
             for &system in &systems {
-                if step == Measurement::Delayed && system == System::Lapin {
+                if !runner.runs(step, system) {
                     continue;
                 }
                 let context = || format!("{step:?} of {} (rep {rep})", system.name());
@@ -303,6 +345,11 @@ async fn measure(
             let rss = runner.delayed(system, report).await?;
             report.add(Row::DelayedRss, system, rss);
         }
+        Measurement::Chain => runner.chains(system, report).await?,
+        Measurement::Chord => {
+            let seconds = runner.chord(system).await?;
+            report.add(Row::Chord(settings.chord_size), system, seconds);
+        }
     }
     Ok(())
 }
@@ -340,7 +387,8 @@ mod tests {
     use super::*;
 
     /// A smoke run with tiny numbers, so the bench cannot rot: every
-    /// system yields every row (Celery only if it could be installed).
+    /// system yields every row (Celery only if it could be installed, its
+    /// chord only if Redis answers).
     #[tokio::test(flavor = "multi_thread")]
     async fn a_tiny_run_fills_every_row() {
         let cli = Cli::parse_from([
@@ -351,17 +399,31 @@ mod tests {
             "--warmup=2",
             "--settle-ms=0",
             "--delayed-fetch-secs=1",
+            "--chains=5",
+            "--chain-warmup=1",
+            "--chain-steps=3",
+            "--chord-size=20",
         ]);
         let report = run(cli.settings).await.unwrap();
-        let celery_skipped = report.notes.iter().any(|n| n.contains("celery skipped"));
+        let noted = |text| report.notes.iter().any(|n| n.contains(text));
+        let (celery_skipped, chords_skipped) = (noted("celery skipped"), noted("chords skipped"));
         let rows = [Row::Publish, Row::Drain, Row::EndToEnd, Row::PeakRss];
         for system in [System::Lapin, System::Celeriac, System::Celery] {
             if system == System::Celery && celery_skipped {
                 continue;
             }
             let delayed = (system != System::Lapin).then_some(Row::DelayedRss);
+            let chain = (system != System::Lapin).then_some(Row::ChainStep);
+            let chord = (system == System::Celeriac || system == System::Celery && !chords_skipped)
+                .then_some(Row::Chord(20));
             let rtt = Row::RoundTrip(report::Percentile::P50);
-            for row in rows.into_iter().chain([rtt]).chain(delayed) {
+            let workflows = chain.into_iter().chain(chord);
+            for row in rows
+                .into_iter()
+                .chain([rtt])
+                .chain(delayed)
+                .chain(workflows)
+            {
                 let value = report.median(row, system);
                 assert!(value.is_some_and(|v| v > 0.0), "{row:?} of {system:?}");
             }

@@ -55,6 +55,11 @@ pub(crate) enum Row {
     PeakRss,
     /// RSS of an idle worker while N delayed tasks wait, MiB.
     DelayedRss,
+    /// The p50 latency of a whole chain divided by its steps, ms.
+    ChainStep,
+    /// Time from sending a chord of this many header tasks to its body's
+    /// result, s.
+    Chord(usize),
 }
 
 impl Row {
@@ -66,14 +71,19 @@ impl Row {
             Self::RoundTrip(p) | Self::DirectReplyTo(p) => format!("round trip {} (ms)", p.label()),
             Self::PeakRss => "worker peak RSS, drain (MiB)".into(),
             Self::DelayedRss => "worker RSS, N delayed tasks waiting (MiB)".into(),
+            Self::ChainStep => "chain, per step p50 (ms)".into(),
+            Self::Chord(size) => format!("chord of {} tasks (s)", thousands(size as u64)),
         }
     }
 
     fn format(self, value: f64) -> String {
         match self {
             Self::Publish | Self::Drain | Self::EndToEnd => thousands(value.round() as u64),
-            Self::RoundTrip(_) | Self::DirectReplyTo(_) => format!("{value:.3}"),
+            Self::RoundTrip(_) | Self::DirectReplyTo(_) | Self::ChainStep => {
+                format!("{value:.3}")
+            }
             Self::PeakRss | Self::DelayedRss => format!("{value:.1}"),
+            Self::Chord(_) => format!("{value:.2}"),
         }
     }
 }
@@ -108,6 +118,22 @@ impl Report {
         }
     }
 
+    /// Records one run of chains of `steps` steps: the p50 of their
+    /// latencies, per step.
+    pub(crate) fn add_chains(
+        &mut self,
+        system: System,
+        mut latencies: Vec<Duration>,
+        steps: usize,
+    ) {
+        latencies.sort_unstable();
+        if latencies.is_empty() || steps == 0 {
+            return;
+        }
+        let p50 = Percentile::P50.of(&latencies).as_secs_f64() * 1e3;
+        self.add(Row::ChainStep, system, p50 / steps as f64);
+    }
+
     /// The median of a row's samples for a system.
     pub(crate) fn median(&self, row: Row, system: System) -> Option<f64> {
         self.summary(row, system).map(|s| s.median)
@@ -120,7 +146,8 @@ impl Report {
     }
 
     /// The table: one row per measurement, one column per system, then
-    /// ratios of medians; then the reply-queue comparison and the notes.
+    /// ratios of medians; the workflow rows only if measured; then the
+    /// reply-queue comparison and the notes.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let header = "| measurement | lapin | celeriac | celery | celeriac/lapin | celery/lapin | celeriac/celery |";
@@ -128,7 +155,8 @@ impl Report {
         let mut rows = vec![Row::Publish, Row::Drain, Row::EndToEnd];
         rows.extend(Percentile::ALL.map(Row::RoundTrip));
         rows.extend([Row::PeakRss, Row::DelayedRss]);
-        for row in rows {
+        let workflows = self.workflow_rows();
+        for row in rows.into_iter().chain(workflows.iter().copied()) {
             let cell = |system| self.cell(row, system);
             let ratio = |a, b| ratio(self.median(row, a), self.median(row, b));
             let _ = writeln!(
@@ -142,6 +170,9 @@ impl Report {
                 ratio(System::Celery, System::Lapin),
                 ratio(System::Celeriac, System::Celery),
             );
+            if row == Row::ChainStep {
+                out.push_str(&self.render_step_per_call());
+            }
         }
         if Percentile::ALL
             .iter()
@@ -153,6 +184,35 @@ impl Report {
             let _ = writeln!(out, "\n- {note}");
         }
         out
+    }
+
+    /// The chain and chord rows that have samples, in order.
+    fn workflow_rows(&self) -> Vec<Row> {
+        let mut rows: Vec<Row> = self
+            .samples
+            .keys()
+            .map(|&(row, _)| row)
+            .filter(|row| matches!(row, Row::ChainStep | Row::Chord(_)))
+            .collect();
+        rows.dedup();
+        rows
+    }
+
+    /// Per system, a chain step's p50 over a single call's round trip
+    /// p50 (the `rtt` row), when both were measured.
+    fn render_step_per_call(&self) -> String {
+        let cell = |system| {
+            ratio(
+                self.median(Row::ChainStep, system),
+                self.median(Row::RoundTrip(Percentile::P50), system),
+            )
+        };
+        format!(
+            "| chain step p50 / round trip p50 | {} | {} | {} | – | – | – |\n",
+            cell(System::Lapin),
+            cell(System::Celeriac),
+            cell(System::Celery),
+        )
     }
 
     /// Raw lapin's round trips: named exclusive reply queue vs direct
@@ -258,6 +318,29 @@ mod tests {
         assert_eq!(Percentile::P50.of(&sorted), Duration::from_millis(50));
         assert_eq!(Percentile::P99.of(&sorted), Duration::from_millis(99));
         assert_eq!(Percentile::P90.of(&sorted[..1]), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn workflow_rows_show_only_when_measured() {
+        let mut report = Report::default();
+        assert!(!report.render().contains("chain"));
+        let latencies = (1..=5).map(Duration::from_millis).map(|d| d * 10).collect();
+        report.add_chains(System::Celeriac, latencies, 10);
+        report.add(Row::RoundTrip(Percentile::P50), System::Celeriac, 2.0);
+        report.add(Row::Chord(1000), System::Celeriac, 1.5);
+        let table = report.render();
+        assert!(
+            table.contains("| chain, per step p50 (ms) | – | 3.000 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| chain step p50 / round trip p50 | – | 1.50x |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| chord of 1,000 tasks (s) | – | 1.50 |"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::fixture::{Broker, EncodedTask};
 use crate::raw_lapin::{self, ReplyQueue};
 use crate::report::{Report, Row};
 use crate::worker_process::{RustWorkerSettings, WorkerProcess};
-use crate::{Settings, System, celeriac_side};
+use crate::{Measurement, Settings, System, celeriac_side};
 
 /// How far in the future delayed tasks are due.
 const COUNTDOWN: Duration = Duration::from_secs(3600);
@@ -31,6 +31,9 @@ pub(crate) struct Runner {
     producer: Producer,
     /// `None` when Celery could not be installed.
     celery: Option<Celery>,
+    /// Celery with results in Redis, which joins chords; `None` when
+    /// Celery or Redis is missing, or chords are not measured.
+    celery_chords: Option<Celery>,
 }
 
 impl Runner {
@@ -50,11 +53,18 @@ impl Runner {
         } else {
             None
         };
+        let celery_chords = match &celery {
+            Some(celery) if settings.runs(Measurement::Chord) => {
+                celery_with_redis(celery, report).await
+            }
+            _ => None,
+        };
         Ok(Self {
             task: EncodedTask::noop()?,
             lapin: raw_lapin::connect(broker.url()).await?,
             producer: celeriac_side::producer(broker.url(), settings.producer_channels).await?,
             celery,
+            celery_chords,
             broker,
             settings,
         })
@@ -63,6 +73,18 @@ impl Runner {
     /// Whether `system` can run (Celery may have been skipped).
     pub(crate) fn has(&self, system: System) -> bool {
         system != System::Celery || self.celery.is_some()
+    }
+
+    /// Whether `system` has `step`: raw lapin has no delayed tasks and no
+    /// workflows; Celery's chords need Redis.
+    pub(crate) fn runs(&self, step: Measurement, system: System) -> bool {
+        match (step, system) {
+            (Measurement::Delayed | Measurement::Chain | Measurement::Chord, System::Lapin) => {
+                false
+            }
+            (Measurement::Chord, System::Celery) => self.celery_chords.is_some(),
+            _ => true,
+        }
     }
 
     fn celery(&self) -> anyhow::Result<&Celery> {
@@ -194,6 +216,52 @@ impl Runner {
         measured
     }
 
+    /// Sequential chains of `--chain-steps` `bench.incr` steps; records
+    /// their p50 per step.
+    pub(crate) async fn chains(&self, system: System, report: &mut Report) -> anyhow::Result<()> {
+        let queue = self.fresh_queue("chain").await?;
+        let worker = self.start_worker(system, &queue)?;
+        let (chains, steps) = (self.settings.chains(), self.settings.chain_steps);
+        let measured = async {
+            self.broker.wait_for_consumer(&queue).await?;
+            match system {
+                System::Celeriac => {
+                    celeriac_side::chains(&self.producer, &queue, chains, steps).await
+                }
+                System::Celery => self.celery()?.chains(&queue, chains, steps).await,
+                System::Lapin => bail!("raw lapin has no chains"),
+            }
+        }
+        .await;
+        worker.stop().await?;
+        self.broker.delete_queue(&queue).await;
+        report.add_chains(system, measured?, steps);
+        Ok(())
+    }
+
+    /// Seconds from sending a chord of `--chord-size` `bench.incr` tasks
+    /// (and `bench.total` as its body) to the body's result. celeriac's
+    /// worker joins it from the chord queue; Celery's, in Redis.
+    pub(crate) async fn chord(&self, system: System) -> anyhow::Result<f64> {
+        let queue = self.fresh_queue("chord").await?;
+        let celery = self.celery_chords.as_ref();
+        let worker = self.start_worker_on(system, self.broker.url(), &queue, celery)?;
+        let size = self.settings.chord_size;
+        let measured = async {
+            self.broker.wait_for_consumer(&queue).await?;
+            let elapsed = match (system, celery) {
+                (System::Celeriac, _) => celeriac_side::chord(&self.producer, &queue, size).await?,
+                (System::Celery, Some(celery)) => celery.chord(&queue, size).await?,
+                _ => bail!("{} has no chords here", system.name()),
+            };
+            anyhow::Ok(elapsed.as_secs_f64())
+        }
+        .await;
+        worker.stop().await?;
+        self.broker.delete_queue(&queue).await;
+        measured
+    }
+
     /// The RSS in MiB of an idle worker while `n` tasks for its queue wait
     /// out a one-hour countdown, on a throwaway vhost (deleting it drops
     /// the parked tasks and the delay queues with them).
@@ -280,6 +348,25 @@ impl Runner {
     pub(crate) async fn close(self) {
         let _ = self.lapin.close(200, "OK".into()).await;
         self.broker.close().await;
+    }
+}
+
+/// `celery` with results in the Redis of `CELERIAC_REDIS_URL` (default
+/// the local one, see `scripts/ensure-redis`), if Celery can use it; else
+/// `None`, noted in `report`.
+async fn celery_with_redis(celery: &Celery, report: &mut Report) -> Option<Celery> {
+    let url = celeriac_tests::redis_ledger::redis_url();
+    let celery = celery.with_backend(&url);
+    match celery.check_backend().await {
+        Ok(()) => Some(celery),
+        Err(err) => {
+            report.notes.push(format!(
+                "celery chords skipped: they need a result backend that joins them, \
+                 and Celery could not use Redis at {url} (start it with scripts/ensure-redis; \
+                 the venv needs `celery[redis]`): {err:#}"
+            ));
+            None
+        }
     }
 }
 
