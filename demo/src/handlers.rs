@@ -35,12 +35,15 @@ pub async fn sum(args: SumRangeArgs, _ctx: TaskContext) -> Result<i128, TaskErro
     Ok(sum_range(args.start, args.end))
 }
 
-/// `demo.sleep(seconds)`: sleeps, then returns the seconds.
-pub async fn sleep(args: SleepArgs, _ctx: TaskContext) -> Result<f64, TaskError> {
+/// `demo.sleep(seconds)`: sleeps, then returns the seconds; stops early
+/// with `SoftTimeLimitExceeded` at its soft time limit.
+pub async fn sleep(args: SleepArgs, ctx: TaskContext) -> Result<f64, TaskError> {
     let duration = Duration::try_from_secs_f64(args.seconds)
         .map_err(|_| TaskError::reject(format!("cannot sleep {} seconds", args.seconds)))?;
-    tokio::time::sleep(duration).await;
-    Ok(args.seconds)
+    tokio::select! {
+        () = tokio::time::sleep(duration) => Ok(args.seconds),
+        stop = ctx.soft_time_limit() => Err(stop),
+    }
 }
 
 /// `demo.fail(message)`: always fails permanently with that message

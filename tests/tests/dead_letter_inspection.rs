@@ -56,6 +56,7 @@ fn registry(fixed: &Arc<AtomicBool>, ran: mpsc::UnboundedSender<Run>) -> Registr
             retry_unexpected: true,
         }),
         time_limit: None,
+        soft_time_limit: None,
     };
     let mut registry = Registry::new();
     let (fixed_report, ran_report) = (Arc::clone(fixed), ran.clone());
@@ -90,6 +91,7 @@ fn registry(fixed: &Arc<AtomicBool>, ran: mpsc::UnboundedSender<Run>) -> Registr
         TaskOptions {
             retry: Some(RetryPolicy::never()),
             time_limit: None,
+            soft_time_limit: None,
         },
         |(file, _copies), _ctx| async move {
             let cause = std::io::Error::other("disk full");

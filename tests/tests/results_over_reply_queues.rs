@@ -186,6 +186,7 @@ async fn a_failure_arrives_as_task_failure_with_the_handlers_message() {
             retry_unexpected: true,
         }),
         time_limit: None,
+        soft_time_limit: None,
     };
     registry.register_with::<Explode, _, _>(quick, explode);
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();

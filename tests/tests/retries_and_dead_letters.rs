@@ -97,6 +97,7 @@ async fn backoff_delays_grow_between_retries() {
     let options = TaskOptions {
         retry: Some(policy),
         time_limit: None,
+        soft_time_limit: None,
     };
     let mut registry = Registry::new();
     registry.register_with::<AlwaysFails, _, _>(options, move |_args, ctx| {
@@ -155,6 +156,7 @@ async fn an_always_failing_task_ends_in_the_dead_letter_queue_with_its_error() {
     let options = TaskOptions {
         retry: Some(policy),
         time_limit: None,
+        soft_time_limit: None,
     };
     let mut registry = Registry::new();
     registry.register_with::<AlwaysFails, _, _>(options, |args: (String,), _ctx| async move {

@@ -23,6 +23,7 @@ async fn a_task_over_its_time_limit_is_cancelled_and_fails() {
     let options = TaskOptions {
         retry: Some(RetryPolicy::never()),
         time_limit: Some(Duration::from_millis(300)),
+        soft_time_limit: None,
     };
     registry.register_with::<Sleep, _, _>(options, celeriac_demo::handlers::sleep);
     let worker = TestWorker::start(&[&queue], registry).await.unwrap();
@@ -46,6 +47,7 @@ async fn a_task_over_its_time_limit_is_cancelled_and_fails() {
         TaskOptions {
             retry: Some(RetryPolicy::never()),
             time_limit: None,
+            soft_time_limit: None,
         },
         celeriac_demo::handlers::sleep,
     );

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use celeriac_shared::{QueueDef, Revocation, amqp_str};
+use celeriac_shared::{QueueDef, Revocation, TimeLimit, amqp_str};
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -28,11 +28,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::Error;
 use crate::active_tasks::ActiveTasks;
 use crate::revocations::{Revoked, append};
 use crate::tally::Tally;
 use crate::task_events::EventSwitch;
+use crate::{Error, Registry};
 
 /// The fanout exchange commands are broadcast on.
 pub(crate) const PIDBOX_EXCHANGE: &str = "celery.pidbox";
@@ -45,6 +45,8 @@ pub(crate) struct Panel {
     pub(crate) hostname: String,
     /// The registered task names, sorted.
     pub(crate) registered: Vec<String>,
+    /// The handlers, whose time limits `time_limit` changes.
+    pub(crate) registry: Registry,
     /// The queues consumed.
     pub(crate) queues: Vec<QueueDef>,
     /// At most this many tasks at once.
@@ -262,6 +264,7 @@ impl Panel {
                 "worker_send_task_events": self.events.is_on(),
                 "celeriac_version": env!("CARGO_PKG_VERSION"),
             }),
+            "time_limit" => self.time_limit(arguments),
             "enable_events" => toggle(&self.events, true),
             "disable_events" => toggle(&self.events, false),
             "shutdown" => {
@@ -276,6 +279,32 @@ impl Panel {
             }
         };
         Some(reply)
+    }
+
+    /// `time_limit(task_name, hard, soft)`: changes a task's limits for
+    /// as long as the worker runs.
+    fn time_limit(&self, arguments: &Map<String, Value>) -> Value {
+        let seconds = |name: &str| {
+            arguments
+                .get(name)
+                .and_then(Value::as_f64)
+                .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        };
+        let limits = TimeLimit {
+            hard: seconds("hard"),
+            soft: seconds("soft"),
+        };
+        let task = arguments
+            .get("task_name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match self.registry.change_limits(task, limits) {
+            true => {
+                info!(task, ?limits, "time limits changed by remote control");
+                json!({"ok": "time limits set successfully"})
+            }
+            false => json!({"error": "unknown task"}),
+        }
     }
 
     /// The `stats` reply, in the shape Celery's `inspect stats` prints and
@@ -423,6 +452,7 @@ mod tests {
         Panel {
             hostname: "w1@host".into(),
             registered: vec!["demo.add".into()],
+            registry: Registry::new(),
             queues: vec![QueueDef::new("celery")],
             concurrency: 4,
             prefetch: 4,

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use celeriac_shared::{Task, TaskMessage, decode_arguments};
+use celeriac_shared::{Task, TaskMessage, TimeLimit, decode_arguments};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::value::RawValue;
@@ -39,6 +39,10 @@ pub struct TaskOptions {
     /// limit in the message applies too (the shorter wins). Defaults to
     /// none.
     pub time_limit: Option<Duration>,
+    /// Signal the handler once it ran this long
+    /// ([`TaskContext::soft_time_limit`]); a `timelimit` soft limit in the
+    /// message applies too (the shorter wins). Defaults to none.
+    pub soft_time_limit: Option<Duration>,
 }
 
 /// A registered handler with its options.
@@ -53,6 +57,9 @@ struct Entry {
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<String, Entry>,
+    /// Time limits changed while the worker runs (the `time_limit`
+    /// control command), by task name; shared by the registry's clones.
+    changed: Arc<RwLock<HashMap<String, TimeLimit>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -65,6 +72,29 @@ impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Changes the time limits of task `name` for as long as the worker
+    /// runs (Celery's `time_limit` control command); `false` if no such
+    /// task is registered.
+    pub(crate) fn change_limits(&self, name: &str, limits: TimeLimit) -> bool {
+        if !self.handlers.contains_key(name) {
+            return false;
+        }
+        self.changed
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(name.to_owned(), limits);
+        true
+    }
+
+    fn changed_limits(&self, name: &str) -> TimeLimit {
+        self.changed
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Registers `handler` for task `T`, replacing any handler registered
@@ -131,14 +161,19 @@ impl Registry {
         let Some(entry) = self.handlers.get(message.task()) else {
             return Outcome::UnknownTask;
         };
-        let limit = match (entry.options.time_limit, message.headers.timelimit.hard) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let changed = self.changed_limits(message.task());
+        let limit = shorter(
+            changed.hard.or(entry.options.time_limit),
+            message.headers.timelimit.hard,
+        );
+        let soft = shorter(
+            changed.soft.or(entry.options.soft_time_limit),
+            message.headers.timelimit.soft,
+        );
         let handler = &entry.handler;
         let args = std::mem::take(&mut message.args);
         let kwargs = std::mem::take(&mut message.kwargs);
-        let ctx = TaskContext::new(message.headers.clone(), redelivered);
+        let ctx = TaskContext::new(message.headers.clone(), redelivered, soft);
         let run = match handler(args, kwargs, ctx) {
             Ok(run) => run,
             Err(err) => return Outcome::BadArguments(err),
@@ -156,6 +191,14 @@ impl Registry {
             Ok(Err(err)) => Outcome::Failed(err),
             Err(panic) => Outcome::Panicked(panic_message(panic.as_ref())),
         }
+    }
+}
+
+/// The shorter of two optional limits.
+fn shorter(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

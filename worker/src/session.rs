@@ -261,6 +261,7 @@ fn panel(
     Panel {
         hostname: shared.node.clone(),
         registered,
+        registry: shared.registry.clone(),
         queues: config
             .consumed_queues()
             .iter()

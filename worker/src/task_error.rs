@@ -76,6 +76,18 @@ impl TaskError {
         }
     }
 
+    /// The task ran past its soft time limit: Celery's
+    /// `billiard.exceptions.SoftTimeLimitExceeded`, an unexpected failure
+    /// (retried as the task's policy says for those).
+    pub fn soft_time_limit_exceeded(limit: Duration) -> Self {
+        TaskError::Failed {
+            exc_type: "SoftTimeLimitExceeded".into(),
+            exc_module: "billiard.exceptions".into(),
+            message: format!("SoftTimeLimitExceeded({:?})", limit.as_secs_f64()),
+            chain: Vec::new(),
+        }
+    }
+
     /// An unexpected failure with this message.
     pub fn failed(message: impl Into<String>) -> Self {
         TaskError::Failed {
