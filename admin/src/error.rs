@@ -50,6 +50,18 @@ pub enum Error {
     /// returned as unroutable).
     #[error("the broker refused to republish: {0}")]
     Refused(#[from] celeriac_shared::ConfirmError),
+    /// The broker refused a revocation (negative confirm, or returned as
+    /// unroutable because the revocation stream is missing).
+    #[error("the broker refused the revocation")]
+    RevocationRefused(#[source] celeriac_shared::ConfirmError),
+    /// The broker did not confirm a publish in time.
+    #[error("the broker did not confirm the {what} within {timeout:?}")]
+    Unconfirmed {
+        /// What was published.
+        what: &'static str,
+        /// How long it was given.
+        timeout: std::time::Duration,
+    },
     /// The dashboard was asked to listen on an address other machines can
     /// reach without a token to protect it.
     #[error(

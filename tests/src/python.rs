@@ -58,10 +58,20 @@ pub struct Python {
 impl Python {
     /// Starts `python <args>`.
     pub fn spawn(args: &[&str], broker: &BrokerUrl) -> anyhow::Result<Self> {
+        Self::spawn_with_env(args, broker, &[])
+    }
+
+    /// Starts `python <args>` with extra environment variables.
+    pub fn spawn_with_env(
+        args: &[&str],
+        broker: &BrokerUrl,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let python = celery_python()?;
         let mut child = Command::new(&python)
             .args(args)
             .current_dir(python_dir())
+            .envs(env.iter().copied())
             .env("CELERIAC_BROKER_URL", broker.expose())
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use celeriac_telemetry::LogFormat;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{dashboard, dlq, retries};
 
@@ -90,10 +90,118 @@ pub(crate) enum Command {
     Retries(retries::RetriesArgs),
     /// Serve the web dashboard: queues, workers, dead letters.
     Dashboard(dashboard::DashboardArgs),
+    /// Ask the workers (Rust and Python) over Celery's remote control;
+    /// prints one block per worker that replied, exits 1 if none did.
+    Inspect(InspectArgs),
+    /// Revoke tasks: recorded on the revocation stream for every celeriac
+    /// worker, and broadcast as Celery's `revoke` to the running workers.
+    Revoke(RevokeArgs),
+    /// Steer the workers over Celery's remote control.
+    Control(ControlArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TopologyAction {
     /// Declare every configured queue, its exchange and binding.
     Declare,
+}
+
+/// The workers a remote-control command addresses, and how long to wait
+/// for their replies.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Targets {
+    /// Only this worker (its hostname, e.g. `celery@host`); repeatable.
+    /// Default: every worker. With it, the command returns as soon as each
+    /// named worker replied.
+    #[arg(long = "destination", short = 'd', value_name = "WORKER")]
+    pub(crate) destination: Vec<String>,
+    /// How long to wait for replies.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// What `celeriac inspect` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum InspectMethod {
+    /// Whether each worker is alive.
+    Ping,
+    /// Process, pool and counts.
+    Stats,
+    /// The task names each worker runs.
+    Registered,
+    /// The tasks running now.
+    Active,
+    /// The tasks received but not started.
+    Reserved,
+    /// The tasks waiting for their eta in the worker.
+    Scheduled,
+    /// The queues each worker consumes.
+    #[value(name = "active_queues", alias = "active-queues")]
+    ActiveQueues,
+    /// The task ids each worker knows as revoked.
+    Revoked,
+    /// The worker's configuration.
+    Conf,
+}
+
+impl InspectMethod {
+    /// The remote-control command's name.
+    pub(crate) fn command(self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Stats => "stats",
+            Self::Registered => "registered",
+            Self::Active => "active",
+            Self::Reserved => "reserved",
+            Self::Scheduled => "scheduled",
+            Self::ActiveQueues => "active_queues",
+            Self::Revoked => "revoked",
+            Self::Conf => "conf",
+        }
+    }
+}
+
+/// Flags of `celeriac inspect`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InspectArgs {
+    /// What to ask.
+    pub(crate) method: InspectMethod,
+    #[command(flatten)]
+    pub(crate) targets: Targets,
+    /// Print `{hostname: reply}` as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Flags of `celeriac revoke`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RevokeArgs {
+    /// The ids of the tasks to revoke.
+    #[arg(required = true, value_name = "TASK_ID")]
+    pub(crate) task_ids: Vec<String>,
+    /// Cancel the revoked tasks that are running too.
+    #[arg(long)]
+    pub(crate) terminate: bool,
+    #[command(flatten)]
+    pub(crate) targets: Targets,
+}
+
+/// What `celeriac control` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ControlAction {
+    /// Start sending task events (`task-received`, `task-started`, ...).
+    EnableEvents,
+    /// Stop sending task events.
+    DisableEvents,
+    /// Finish the running tasks and exit; the workers do not reply.
+    Shutdown,
+}
+
+/// Flags of `celeriac control`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ControlArgs {
+    /// What to do.
+    pub(crate) action: ControlAction,
+    #[command(flatten)]
+    pub(crate) targets: Targets,
 }

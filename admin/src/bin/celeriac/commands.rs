@@ -59,6 +59,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { action } => crate::dlq::run(&producer, &file, action).await,
         Command::Retries(args) => crate::retries::run(&producer, &file, args).await,
         Command::Dashboard(args) => crate::dashboard::run(&producer, &file, args).await,
+        Command::Inspect(args) => crate::inspect::inspect(&producer, args).await,
+        Command::Revoke(args) => crate::inspect::revoke(&producer, args).await,
+        Command::Control(args) => crate::inspect::control(&producer, args).await,
         Command::Queues => {
             for queue in file.queue_names() {
                 match producer.queue_stats(&queue).await? {

@@ -20,6 +20,7 @@ mod cli;
 mod commands;
 mod dashboard;
 mod dlq;
+mod inspect;
 mod retries;
 
 use std::process::ExitCode;
