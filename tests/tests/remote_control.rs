@@ -1,12 +1,15 @@
 //! Celery 5.7's own remote control (`app.control.inspect()`, `ping`,
-//! `enable_events`, an unknown command, `shutdown`) and event receiver
+//! `enable_events`, an unknown command, malformed messages, `shutdown`)
+//! and event receiver
 //! against a Rust worker, in a vhost of its own (the pidbox exchanges and
 //! `celeryev` are fixed names).
 #![allow(clippy::unwrap_used)]
 
 use celeriac_shared::DEFAULT_QUEUE;
-use celeriac_tests::{Python, TestWorker, Vhost, init_logging};
+use celeriac_tests::{Python, TestWorker, Vhost, channel_on, init_logging};
 use celeriac_worker::WorkerConfig;
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -22,6 +25,26 @@ async fn celery_inspects_steers_and_follows_a_rust_worker() {
     let worker = TestWorker::start_with(config, celeriac_demo::registry())
         .await
         .unwrap();
+    // Malformed control messages are logged and dropped; the worker goes
+    // on answering.
+    let (connection, channel) = channel_on(&vhost.url()).await.unwrap();
+    for garbage in [
+        &b"not json"[..],
+        br#"{"no_method": 1}"#,
+        br#"{"method": 7}"#,
+    ] {
+        channel
+            .basic_publish(
+                "celery.pidbox".into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                garbage,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+    }
+    connection.close(200, "OK".into()).await.unwrap();
 
     let transcript = Python::run("control_client.py", &vhost.url())
         .await
