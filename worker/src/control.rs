@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use celeriac_shared::{QueueDef, Revocation, TimeLimit, amqp_str};
+use celeriac_shared::{QueueDef, Revocation, TimeLimit, Topology, amqp_str};
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::active_tasks::ActiveTasks;
+use crate::consumers::Consumers;
 use crate::revocations::{Revoked, append};
 use crate::tally::Tally;
 use crate::task_events::EventSwitch;
@@ -47,8 +48,11 @@ pub(crate) struct Panel {
     pub(crate) registered: Vec<String>,
     /// The handlers, whose time limits `time_limit` changes.
     pub(crate) registry: Registry,
-    /// The queues consumed.
-    pub(crate) queues: Vec<QueueDef>,
+    /// The queue shapes, for `active_queues`.
+    pub(crate) topology: Topology,
+    /// The session's consumers, which `add_consumer` and
+    /// `cancel_consumer` change; `None` in unit tests.
+    pub(crate) consumers: Option<Arc<Consumers>>,
     /// At most this many tasks at once.
     pub(crate) concurrency: usize,
     /// The prefetch per consumer.
@@ -202,7 +206,14 @@ async fn serve(mut consumer: Consumer, channel: Channel, panel: Arc<Panel>) {
                 warn!(error = %err, "revocation not appended to the stream");
             }
         }
-        let reply = panel.handle(&command.method, &command.arguments);
+        let reply = match command.method.as_str() {
+            "add_consumer" | "cancel_consumer" => Some(
+                panel
+                    .change_consumers(&command.method, &command.arguments)
+                    .await,
+            ),
+            _ => panel.handle(&command.method, &command.arguments),
+        };
         if let (Some(reply), Some(reply_to)) = (reply, &command.reply_to) {
             panel
                 .send_reply(&channel, reply_to, command.ticket.as_deref(), reply)
@@ -257,7 +268,17 @@ impl Panel {
                 }
                 None => json!({"error": "revoke needs a task_id"}),
             },
-            "active_queues" => json!(self.queues.iter().map(queue_info).collect::<Vec<_>>()),
+            "active_queues" => {
+                let queues = self
+                    .consumers
+                    .as_ref()
+                    .map(|c| c.queues())
+                    .unwrap_or_default();
+                let defs = queues
+                    .iter()
+                    .map(|q| queue_info(&self.topology.queue_def(q)));
+                json!(defs.collect::<Vec<_>>())
+            }
             "conf" => json!({
                 "worker_concurrency": self.concurrency,
                 "worker_prefetch_multiplier": 1,
@@ -279,6 +300,30 @@ impl Panel {
             }
         };
         Some(reply)
+    }
+
+    /// `add_consumer(queue)` and `cancel_consumer(queue)`, with Celery's
+    /// replies.
+    async fn change_consumers(&self, method: &str, arguments: &Map<String, Value>) -> Value {
+        let Some(queue) = arguments.get("queue").and_then(Value::as_str) else {
+            return json!({"error": format!("{method} needs a queue")});
+        };
+        let Some(consumers) = &self.consumers else {
+            return json!({"error": "no consumers"});
+        };
+        let changed = match method {
+            "add_consumer" => consumers.add(queue).await,
+            _ => consumers.cancel(queue).await,
+        };
+        match (method, changed) {
+            ("add_consumer", Ok(true)) => json!({"ok": format!("add consumer {queue}")}),
+            ("add_consumer", Ok(false)) => json!({"ok": format!("already consuming from {queue}")}),
+            (_, Ok(_)) => json!({"ok": format!("no longer consuming from {queue}")}),
+            (_, Err(err)) => {
+                warn!(queue, error = %err, "{method} failed");
+                json!({"error": err.to_string()})
+            }
+        }
     }
 
     /// `time_limit(task_name, hard, soft)`: changes a task's limits for
@@ -453,7 +498,8 @@ mod tests {
             hostname: "w1@host".into(),
             registered: vec!["demo.add".into()],
             registry: Registry::new(),
-            queues: vec![QueueDef::new("celery")],
+            topology: Topology::default(),
+            consumers: None,
             concurrency: 4,
             prefetch: 4,
             active: Arc::default(),
@@ -491,7 +537,8 @@ mod tests {
         let reply = |method| panel.handle(method, &Map::new()).unwrap();
         assert_eq!(reply("ping"), json!({"ok": "pong"}));
         assert_eq!(reply("registered"), json!(["demo.add"]));
-        assert_eq!(reply("active_queues")[0]["name"], "celery");
+        assert_eq!(reply("active_queues"), json!([]));
+        assert_eq!(queue_info(&QueueDef::new("celery"))["name"], "celery");
         assert_eq!(reply("enable_events"), json!({"ok": "task events enabled"}));
         assert!(panel.events.is_on());
         assert_eq!(reply("nope"), json!({"error": "KeyError('nope')"}));

@@ -55,6 +55,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The revocation stream could not be declared or read: a broker node
+    /// still booting (the stream's home node "down or inaccessible"), or
+    /// streams not available. Tried again, since a worker that cannot
+    /// know the revocations must not run tasks.
+    #[error("cannot read the revocation stream")]
+    Revocations(#[source] Box<Error>),
 }
 
 impl Error {
@@ -66,7 +72,7 @@ impl Error {
         match self {
             Error::Connect { source, .. } | Error::Amqp { source, .. } => is_transient(source),
             Error::Topology(err) => err.is_transient(),
-            Error::ConsumerClosed { .. } | Error::Stalled { .. } => true,
+            Error::ConsumerClosed { .. } | Error::Stalled { .. } | Error::Revocations(_) => true,
             Error::InvalidBrokerUrl(_) | Error::NoQueues | Error::MetricsListen { .. } => false,
         }
     }

@@ -56,6 +56,7 @@ mod acks;
 mod active_tasks;
 mod chord_join;
 mod config;
+mod consumers;
 mod context;
 mod control;
 mod dispatch;

@@ -6,22 +6,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use celeriac_shared::{DeadLetterTopology, DelayTopology, declare_event_exchange};
+use celeriac_shared::{DeadLetterTopology, DelayTopology, ErrorChain, declare_event_exchange};
 use futures::StreamExt;
-use futures::stream::BoxStream;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties};
-use tokio::sync::{Notify, Semaphore};
+use lapin::options::{BasicCancelOptions, ConfirmSelectOptions};
+use lapin::{Connection, ConnectionProperties};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::acks::{AckTask, Acks};
 use crate::chord_join::ChordJoiner;
+use crate::consumers::{Consumers, DeliveryStream, QueueConsumer, prefetch};
 use crate::control::{Control, Panel};
-use crate::dispatch::{Dispatcher, Source};
+use crate::dispatch::Dispatcher;
 use crate::health::Health;
 use crate::heartbeat::{Heartbeat, Identity};
 use crate::metrics::Metrics;
@@ -57,18 +53,17 @@ pub(crate) struct Shared<'a> {
     pub(crate) revoked: &'a Arc<Revoked>,
 }
 
-/// Deliveries from all consumed queues, each with where it came from;
-/// `None` when that queue's consumer ended (the broker cancelled it or the
-/// channel closed).
-type Deliveries = futures::stream::SelectAll<
-    BoxStream<
-        'static,
-        (
-            Arc<Source>,
-            Option<Result<lapin::message::Delivery, lapin::Error>>,
-        ),
-    >,
->;
+/// Deliveries from all consumed queues, each with where it came from.
+type Deliveries = futures::stream::SelectAll<DeliveryStream>;
+
+/// What [`start`] opens: the consumers, their deliveries, where added
+/// consumers' deliveries arrive, and the dispatcher.
+type Started = (
+    Arc<Consumers>,
+    Deliveries,
+    mpsc::UnboundedReceiver<DeliveryStream>,
+    Arc<Dispatcher>,
+);
 
 /// How a session ended.
 pub(crate) enum Ended {
@@ -81,25 +76,20 @@ pub(crate) enum Ended {
     Lost(Error),
 }
 
-/// One queue's consumer, kept to cancel it and send its last acks.
-struct QueueConsumer {
-    channel: Channel,
-    tag: ShortString,
-    acks: AckTask,
-}
-
 /// A connection consuming the worker's queues.
 pub(crate) struct Session {
     connection: Arc<Connection>,
-    consumers: Vec<QueueConsumer>,
+    consumers: Arc<Consumers>,
     deliveries: Deliveries,
+    /// The deliveries of consumers added while the session runs.
+    arrivals: mpsc::UnboundedReceiver<DeliveryStream>,
     dispatcher: Arc<Dispatcher>,
     /// The session's heartbeat, when heartbeats are on.
     heartbeat: Option<Heartbeat>,
     /// Answers remote control commands.
     control: Control,
-    /// Follows the revocation stream.
-    revocations: RevocationFollower,
+    /// Follows the revocation stream, when the broker lets it.
+    revocations: Option<RevocationFollower>,
 }
 
 impl Session {
@@ -110,23 +100,43 @@ impl Session {
         let connection = Arc::new(connect(config).await?);
         shared.health.connected(connection.status().clone());
         let started = async {
-            let revocations = RevocationFollower::start(
+            let revocations = match RevocationFollower::start(
                 &connection,
                 Arc::clone(shared.revoked),
                 &shared.node,
                 config.connect_timeout,
             )
-            .await?;
-            let (consumers, deliveries, dispatcher) = start(&connection, config, shared).await?;
+            .await
+            {
+                Ok(follower) => Some(follower),
+                Err(err) => {
+                    let err = Error::Revocations(Box::new(err));
+                    error!(
+                        error = %ErrorChain(&err),
+                        "running without the revocation stream until the next reconnect: \
+                         revocations made meanwhile hold only on the workers that hear them"
+                    );
+                    None
+                }
+            };
+            let (consumers, deliveries, arrivals, dispatcher) =
+                start(&connection, config, shared).await?;
             let heartbeat = match shared.identity {
                 Some(identity) => Some(Heartbeat::start(&connection, identity).await?),
                 None => None,
             };
-            let panel = Arc::new(panel(config, shared, &dispatcher, &revocations));
+            let panel = Arc::new(panel(
+                config,
+                shared,
+                &dispatcher,
+                revocations.as_ref(),
+                &consumers,
+            ));
             let control = Control::start(&connection, panel).await?;
             Ok::<_, Error>((
                 consumers,
                 deliveries,
+                arrivals,
                 dispatcher,
                 heartbeat,
                 control,
@@ -134,13 +144,18 @@ impl Session {
             ))
         };
         match started.await {
-            Ok((consumers, deliveries, dispatcher, heartbeat, control, revocations)) => {
-                let channels = consumers.iter().map(|c| c.channel.status().clone());
-                shared.health.consuming(channels.collect());
+            Ok((consumers, deliveries, arrivals, dispatcher, heartbeat, control, revocations)) => {
+                let channels = consumers
+                    .channels()
+                    .iter()
+                    .map(|c| c.status().clone())
+                    .collect();
+                shared.health.consuming(channels);
                 Ok(Self {
                     connection,
                     consumers,
                     deliveries,
+                    arrivals,
                     dispatcher,
                     heartbeat,
                     control,
@@ -167,6 +182,7 @@ impl Session {
             connection,
             consumers,
             mut deliveries,
+            mut arrivals,
             dispatcher,
             heartbeat,
             control,
@@ -174,7 +190,7 @@ impl Session {
         } = self;
         let mut in_flight = JoinSet::new();
         let lost = pump(
-            &mut deliveries,
+            (&mut deliveries, &mut arrivals, &consumers),
             &dispatcher,
             slots,
             &mut in_flight,
@@ -183,6 +199,7 @@ impl Session {
         .await;
         shared.health.stopped();
         drop(deliveries);
+        let consumers = consumers.take();
         let graceful = lost.is_none();
         let ended = match lost {
             None => {
@@ -208,7 +225,9 @@ impl Session {
             heartbeat.stop(identity, graceful).await;
         }
         control.stop().await;
-        revocations.stop().await;
+        if let Some(revocations) = revocations {
+            revocations.stop().await;
+        }
         close(connection, consumers, dispatcher).await;
         ended
     }
@@ -249,7 +268,8 @@ fn panel(
     config: &WorkerConfig,
     shared: &Shared<'_>,
     dispatcher: &Dispatcher,
-    revocations: &RevocationFollower,
+    revocations: Option<&RevocationFollower>,
+    consumers: &Arc<Consumers>,
 ) -> Panel {
     let mut registered: Vec<String> = shared
         .registry
@@ -262,11 +282,8 @@ fn panel(
         hostname: shared.node.clone(),
         registered,
         registry: shared.registry.clone(),
-        queues: config
-            .consumed_queues()
-            .iter()
-            .map(|queue| config.topology.queue_def(queue))
-            .collect(),
+        topology: config.topology.clone(),
+        consumers: Some(Arc::clone(consumers)),
         concurrency: config.concurrency,
         prefetch: prefetch(config),
         active: Arc::clone(&dispatcher.active),
@@ -276,15 +293,8 @@ fn panel(
         started: shared.started,
         clock: AtomicU64::new(0),
         revoked: Arc::clone(shared.revoked),
-        revocations: Some(revocations.publisher()),
+        revocations: revocations.map(RevocationFollower::publisher),
     }
-}
-
-/// Unacknowledged deliveries per consumer.
-fn prefetch(config: &WorkerConfig) -> u16 {
-    config
-        .prefetch
-        .unwrap_or_else(|| u16::try_from(config.concurrency).unwrap_or(u16::MAX))
 }
 
 /// Opens the results channel, declares, and starts the consumers.
@@ -292,7 +302,7 @@ async fn start(
     connection: &Arc<Connection>,
     config: &WorkerConfig,
     shared: &Shared<'_>,
-) -> Result<(Vec<QueueConsumer>, Deliveries, Arc<Dispatcher>), Error> {
+) -> Result<Started, Error> {
     let results = connection
         .create_channel()
         .await
@@ -307,7 +317,8 @@ async fn start(
         .await
         .map_err(Error::amqp("channel.open"))?;
     declare_event_exchange(&events).await?;
-    let (consumers, deliveries) = consume(config, connection).await?;
+    let (consumers, streams, arrivals) = Consumers::start(connection, config).await?;
+    let deliveries = futures::stream::select_all(streams);
     let dispatcher = Arc::new(Dispatcher {
         registry: shared.registry.clone(),
         publisher: Publisher::new(results, config.topology.clone(), Arc::clone(connection)),
@@ -332,7 +343,7 @@ async fn start(
         tally: Arc::clone(shared.tally),
         producer_span: config.producer_span,
     });
-    Ok((consumers, deliveries, dispatcher))
+    Ok((Arc::new(consumers), deliveries, arrivals, dispatcher))
 }
 
 async fn connect(config: &WorkerConfig) -> Result<Connection, Error> {
@@ -366,57 +377,14 @@ async fn declare(config: &WorkerConfig, connection: &Connection) -> Result<(), E
     Ok(())
 }
 
-/// Starts one consumer per queue, each on its own channel with its own
-/// prefetch and ack task.
-async fn consume(
-    config: &WorkerConfig,
-    connection: &Connection,
-) -> Result<(Vec<QueueConsumer>, Deliveries), Error> {
-    let prefetch = prefetch(config);
-    let mut consumers = Vec::new();
-    let mut streams = Vec::new();
-    for queue in &config.consumed_queues() {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(Error::amqp("channel.open"))?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions { global: false })
-            .await
-            .map_err(Error::amqp("basic.qos"))?;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::amqp("basic.consume"))?;
-        let (acks, ack_task) = Acks::spawn();
-        consumers.push(QueueConsumer {
-            channel,
-            tag: consumer.tag(),
-            acks: ack_task,
-        });
-        let source = Arc::new(Source {
-            queue: queue.clone(),
-            acks,
-        });
-        let ended = futures::stream::once({
-            let source = Arc::clone(&source);
-            async move { (source, None) }
-        });
-        let deliveries = consumer.map(move |d| (Arc::clone(&source), Some(d)));
-        streams.push(deliveries.chain(ended).boxed());
-    }
-    Ok((consumers, futures::stream::select_all(streams)))
-}
-
 /// Takes deliveries while a concurrency slot is free. Returns `None` on
 /// shutdown, or why the deliveries stopped.
 async fn pump(
-    deliveries: &mut Deliveries,
+    (deliveries, arrivals, consumers): (
+        &mut Deliveries,
+        &mut mpsc::UnboundedReceiver<DeliveryStream>,
+        &Consumers,
+    ),
     dispatcher: &Arc<Dispatcher>,
     slots: &Arc<Semaphore>,
     in_flight: &mut JoinSet<()>,
@@ -428,19 +396,26 @@ async fn pump(
             () = &mut shutdown => return None,
             permit = Arc::clone(slots).acquire_owned() => permit.expect("the semaphore is never closed"),
         };
-        let delivery = tokio::select! {
-            () = &mut shutdown => return None,
-            delivery = deliveries.next() => delivery,
+        let delivery = loop {
+            tokio::select! {
+                () = &mut shutdown => return None,
+                Some(added) = arrivals.recv() => deliveries.push(added),
+                delivery = deliveries.next(), if !deliveries.is_empty() => break delivery,
+            }
         };
         let (source, delivery) = match delivery {
             Some((source, Some(Ok(delivery)))) => (source, delivery),
             Some((_, Some(Err(err)))) => return Some(Error::amqp("basic.consume")(err)),
+            Some((source, None)) if consumers.was_cancelled(&source.queue) => {
+                info!(queue = %source.queue, "no longer consuming {}", source.queue);
+                continue;
+            }
             Some((source, None)) => {
                 return Some(Error::ConsumerClosed {
                     queue: source.queue.clone(),
                 });
             }
-            None => unreachable!("every consumer's stream ends with its own marker first"),
+            None => continue,
         };
         source
             .acks

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 use celeriac_shared::{ErrorChain, Task};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::health::Health;
 use crate::heartbeat::Identity;
@@ -177,6 +177,7 @@ impl Worker {
                 Err(err) => err,
             };
             if !err.can_be_recovered() {
+                error!(error = %ErrorChain(&err), "worker stopped: waiting cannot mend this");
                 return Err(err);
             }
             let delay = config.reconnect.delay(failures);
