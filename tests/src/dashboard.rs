@@ -1,5 +1,6 @@
 //! Helpers for the dashboard's tests: requests to the app without a
-//! server, waiting for the overview to show something, dead letters with
+//! server (and event streams, read up to their first event), waiting for
+//! the overview or the Tasks page to show something, dead letters with
 //! markup in them, tasks parked in a queue nothing consumes.
 
 use std::time::Duration;
@@ -68,6 +69,68 @@ pub async fn send(app: &Router, request: Request<Body>) -> anyhow::Result<Reply>
 pub async fn get(app: &Router, path: &str) -> anyhow::Result<Reply> {
     let request = Request::get(path).header(header::HOST, "127.0.0.1:8080");
     send(app, request.body(Body::empty())?).await
+}
+
+/// GETs the event stream at `path` and reads it up to its first event
+/// (failing after [`GUARD`]): the status, the headers and that first
+/// event's text. The rest of the stream is dropped.
+pub async fn first_event(app: &Router, path: &str) -> anyhow::Result<Reply> {
+    let request = Request::get(path)
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::ACCEPT, "text/event-stream")
+        .body(Body::empty())?;
+    let response = app.clone().oneshot(request).await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let read = async {
+        while !text.contains("\n\n") {
+            let Some(frame) = body.frame().await else {
+                break;
+            };
+            if let Ok(data) = frame?.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::time::timeout(GUARD, read)
+        .await
+        .context("no event within the guard")??;
+    Ok(Reply {
+        status,
+        headers,
+        body: text,
+    })
+}
+
+/// Polls `path` until its body satisfies `ready`, failing after
+/// [`GUARD`]; returns that body.
+pub async fn wait_for_page(
+    app: &Router,
+    path: &str,
+    ready: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        let reply = get(app, path).await?;
+        if reply.status == StatusCode::OK && ready(&reply.body) {
+            return Ok(reply.body);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "{path} did not show what was expected within {GUARD:?}: {}",
+                reply.body
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The opening tag of a task's row on the Tasks page, in `state`.
+pub fn task_row_tag(task_id: &str, state: &str) -> String {
+    format!("<tr data-task-id=\"{task_id}\" data-state=\"{state}\">")
 }
 
 /// POSTs the form `body` to `path` as a same-origin browser would.

@@ -1,7 +1,9 @@
 //! The dashboard in a real headless Chromium, driven through chromedriver:
 //! the overview's counts change live as tasks are published, a dead
 //! letter is opened, replayed after confirmation, and leaves the list; the
-//! Workers page lists a running worker.
+//! Workers page lists a running worker; the Tasks page shows a task the
+//! worker ran as its events arrive (over server-sent events), and links to
+//! its page.
 //! Screenshots go to `target/dashboard-screenshots/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/ensure-chromium`
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use celeriac_admin::Dashboard;
+use celeriac_demo::{Add, AddArgs};
 use celeriac_shared::SendOptions;
 use celeriac_tests::dashboard::{fast_config, markup_dead_letter, producer_on};
 use celeriac_tests::{
@@ -168,6 +171,7 @@ async fn an_operator_watches_counts_change_and_replays_a_dead_letter_in_a_browse
         broker_url: vhost.url(),
         queues: vec![worker_queue.clone()],
         heartbeat_interval: Some(Duration::from_millis(200)),
+        task_events: true,
         ..WorkerConfig::default()
     };
     let worker = TestWorker::start_with(config, celeriac_demo::registry())
@@ -289,6 +293,56 @@ async fn an_operator_watches_counts_change_and_replays_a_dead_letter_in_a_browse
         .unwrap();
     assert_eq!(queues, worker_queue);
     screenshot(&browser, "workers").await.unwrap();
+
+    // The dashboard heard the worker, so its event queue is bound: the
+    // task's events reach it.
+    browser
+        .goto(&format!("{base}/tasks?name=demo.*"))
+        .await
+        .unwrap();
+    wait_for_text(&browser, "table.tasks thead", |t| t.contains("State"))
+        .await
+        .unwrap();
+    browser
+        .execute("window.celeriacNotReloaded = true;", vec![])
+        .await
+        .unwrap();
+    let added = producer
+        .send_with::<Add>(&AddArgs { x: 20, y: 22 }, SendOptions::queue(&worker_queue))
+        .await
+        .unwrap();
+    let task_id = added.id().to_owned();
+    assert_eq!(added.wait(GUARD).await.unwrap(), 42);
+    let row = format!("tr[data-task-id=\"{task_id}\"]");
+    wait_for_text(&browser, &format!("{row} td.state"), |t| t == "SUCCESS")
+        .await
+        .unwrap();
+    let result = wait_for_text(&browser, &format!("{row} td.result"), |t| !t.is_empty())
+        .await
+        .unwrap();
+    assert_eq!(result, "42");
+    let name = browser
+        .find(Locator::Css(&format!("{row} td.name")))
+        .await
+        .unwrap();
+    assert_eq!(name.text().await.unwrap(), "demo.add");
+    let not_reloaded = browser
+        .execute("return window.celeriacNotReloaded === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(not_reloaded, json!(true), "the list was refreshed in place");
+    screenshot(&browser, "tasks").await.unwrap();
+    browser
+        .find(Locator::Css(&format!("{row} td.task-id a")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "pre.result", |t| t == "42")
+        .await
+        .unwrap();
+    screenshot(&browser, "task").await.unwrap();
     browser.close().await.unwrap();
     worker.stop().await.unwrap();
 

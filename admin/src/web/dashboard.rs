@@ -13,6 +13,7 @@ use super::overview::Overview;
 use super::routes::router;
 use super::sampler::Sampler;
 use super::security::Guard;
+use super::task_list::{MAX_TASKS, TaskStore};
 use super::throughput::Throughput;
 use super::worker_events::consume_worker_events;
 use super::worker_list::WorkerList;
@@ -26,7 +27,8 @@ use crate::{DeadLetters, Error};
 /// [`Dashboard::router`] is the whole app as an axum [`Router`](axum::Router),
 /// which tests call without a server; [`Dashboard::start`] starts the
 /// background work that feeds it (sampling queue counts every
-/// [`DashboardConfig::refresh`], listening to worker heartbeats);
+/// [`DashboardConfig::refresh`], listening to worker heartbeats and task
+/// events);
 /// [`Dashboard::serve`] does both on a listener until shutdown.
 ///
 /// ```no_run
@@ -55,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) dead: DeadLetters,
     /// The token and the CSRF secret.
     pub(crate) guard: Guard,
+    /// The tasks heard of in task events, fed by the events consumer.
+    pub(crate) tasks: Arc<TaskStore>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -102,6 +106,7 @@ impl Dashboard {
             guard: Guard::new(config.token.clone()),
             sampler: Arc::new(sampler),
             dead: DeadLetters::new(producer),
+            tasks: Arc::new(TaskStore::new(MAX_TASKS)),
             config,
         };
         Self {
@@ -114,11 +119,15 @@ impl Dashboard {
         router(Arc::clone(&self.inner))
     }
 
-    /// Starts listening to worker events and sampling the queues; both
-    /// stop when the returned value is dropped.
+    /// Starts listening to worker and task events and sampling the
+    /// queues; both stop when the returned value is dropped.
     pub fn start(&self) -> Running {
         let sampler = Arc::clone(&self.inner.sampler);
-        let events = consume_worker_events(sampler.producer.clone(), Arc::clone(&sampler.workers));
+        let events = consume_worker_events(
+            sampler.producer.clone(),
+            Arc::clone(&sampler.workers),
+            Arc::clone(&self.inner.tasks),
+        );
         Running {
             tasks: vec![tokio::spawn(events), tokio::spawn(sampler.run())],
         }
@@ -149,7 +158,9 @@ impl Dashboard {
     }
 
     /// Serves the dashboard on `listener` until `shutdown` completes,
-    /// after a first sample (so the first page shown has numbers).
+    /// after a first sample (so the first page shown has numbers). Open
+    /// event streams (`/tasks/events`) end when `shutdown` completes, so
+    /// that the graceful shutdown does not wait for the pages left open.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -157,6 +168,11 @@ impl Dashboard {
     ) -> std::io::Result<()> {
         self.refresh().await;
         let _running = self.start();
+        let tasks = Arc::clone(&self.inner.tasks);
+        let shutdown = async move {
+            shutdown.await;
+            tasks.close();
+        };
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await

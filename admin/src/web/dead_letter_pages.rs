@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::dead_letter_form::{Action, ActionForm, Filter, Scope};
 use super::html::{Tab, csrf_field, hidden, page, url_part};
+use super::task_pages::task_href;
 use super::text::Text;
 use crate::{DeadLetterEntry, PurgeSummary, ReplaySummary};
 
@@ -218,7 +219,7 @@ fn detail_rows(entry: &DeadLetterEntry, jaeger: Option<&str>) -> Markup {
     let failed_at = entry.failed_at.map_or("–".into(), |t| t.to_rfc3339());
     let fields = [
         ("Queue", Text(&entry.queue).render()),
-        ("Task id", text(&entry.task_id).render()),
+        ("Task id", task_id(entry)),
         ("Task", text(&entry.task).render()),
         ("Reason", text(&entry.reason).render()),
         ("Error", Text(&entry.short_error()).render()),
@@ -233,6 +234,19 @@ fn detail_rows(entry: &DeadLetterEntry, jaeger: Option<&str>) -> Markup {
     html! {
         @for (name, value) in fields {
             tr { th { (name) } td { (value) } }
+        }
+    }
+}
+
+/// The task id, linked to the task's page (its task events), when known.
+fn task_id(entry: &DeadLetterEntry) -> Markup {
+    html! {
+        @match entry.task_id.as_deref().filter(|id| !id.is_empty()) {
+            Some(id) => {
+                (Text(id)) " "
+                a class="task-events" href=(task_href(id)) { "(task events)" }
+            }
+            None => "–",
         }
     }
 }

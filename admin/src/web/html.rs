@@ -25,13 +25,15 @@ pub(crate) fn url_part(text: &str) -> String {
 pub(crate) enum Tab {
     Overview,
     Workers,
+    Tasks,
     DeadLetters,
 }
 
 /// Every tab with its link target and label, in the bar's order.
-const TABS: [(Tab, &str, &str); 3] = [
+const TABS: [(Tab, &str, &str); 4] = [
     (Tab::Overview, "/", "Overview"),
     (Tab::Workers, "/workers", "Workers"),
+    (Tab::Tasks, "/tasks", "Tasks"),
     (Tab::DeadLetters, "/dead-letters", "Dead letters"),
 ];
 

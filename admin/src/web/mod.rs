@@ -6,7 +6,9 @@
 //! (ready, consumers, dead letters), unacknowledged counts and rates from
 //! RabbitMQ's management API when it answers, workers from their Celery
 //! `worker-heartbeat` events, what waits in the delay ladder from the
-//! inspection library. Dead letters are listed, replayed and deleted with
+//! inspection library. Tasks come from Celery's task events, merged per
+//! task id, and open Tasks pages follow them over server-sent events.
+//! Dead letters are listed, replayed and deleted with
 //! [`DeadLetters`](crate::DeadLetters), so the dashboard gives the
 //! guarantees the CLI gives. See `docs/dashboard.md`.
 
@@ -21,6 +23,8 @@ mod overview_page;
 mod routes;
 mod sampler;
 mod security;
+mod task_list;
+mod task_pages;
 mod text;
 mod throughput;
 mod worker_events;

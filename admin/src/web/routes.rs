@@ -1,14 +1,18 @@
 //! The dashboard's routes and their handlers.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::Stream;
 use maud::Markup;
 use serde_json::json;
 
@@ -20,11 +24,17 @@ use super::dead_letter_pages::{
 use super::overview::Overview;
 use super::overview_page::{overview_fragment, overview_page, workers_fragment, workers_page};
 use super::security::{authenticate, secure_headers};
+use super::task_list::TaskFilter;
+use super::task_pages::{SHOWN, task_page, tasks_fragment, tasks_page, unknown_task_page};
 use crate::Error;
 use celeriac_shared::ErrorChain;
 
 const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
+
+/// The least time between two events of a `/tasks/events` stream: a
+/// busy broker's task events are coalesced into a few refreshes a second.
+const TASK_EVENTS_EVERY: Duration = Duration::from_millis(250);
 
 type Shared = State<Arc<Inner>>;
 
@@ -36,6 +46,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/fragments/overview", get(overview_part))
         .route("/workers", get(workers))
         .route("/fragments/workers", get(workers_part))
+        .route("/tasks", get(tasks))
+        .route("/tasks/events", get(task_events))
+        .route("/tasks/{task_id}", get(task))
+        .route("/api/tasks", get(api_tasks))
         .route("/api/overview", get(api_overview))
         .route("/dead-letters", get(dead_letters))
         .route("/api/dead-letters", get(api_dead_letters))
@@ -122,6 +136,55 @@ async fn workers_part(State(inner): Shared) -> Html<String> {
 
 async fn api_overview(State(inner): Shared) -> Response {
     axum::Json(inner.overview()).into_response()
+}
+
+/// The Tasks page, or with `fragment=1` its live part alone.
+async fn tasks(State(inner): Shared, RawQuery(query): RawQuery) -> Html<String> {
+    let pairs = pairs(query.unwrap_or_default().as_bytes());
+    let filter = TaskFilter::from_pairs(&pairs);
+    let (rows, total) = inner.tasks.matching(&filter, SHOWN);
+    let fragment = pairs.iter().any(|(k, v)| k == "fragment" && v == "1");
+    match fragment {
+        true => html(tasks_fragment(&filter, &rows, total)),
+        false => html(tasks_page(&filter, &rows, total)),
+    }
+}
+
+async fn task(State(inner): Shared, Path(task_id): Path<String>) -> Response {
+    match inner.tasks.get(&task_id) {
+        Some(row) => html(task_page(&row)).into_response(),
+        None => (StatusCode::NOT_FOUND, html(unknown_task_page(&task_id))).into_response(),
+    }
+}
+
+async fn api_tasks(State(inner): Shared, RawQuery(query): RawQuery) -> Response {
+    let filter = TaskFilter::from_pairs(&pairs(query.unwrap_or_default().as_bytes()));
+    let (rows, total) = inner.tasks.matching(&filter, usize::MAX);
+    axum::Json(json!({ "count": total, "tasks": rows })).into_response()
+}
+
+/// Server-sent events: a `tasks` event when the stream opens and then
+/// whenever tasks changed (at most one per [`TASK_EVENTS_EVERY`]), its
+/// data a change counter. Pages fetch the rendered list again on each;
+/// no task data travels in the stream. It ends when the dashboard shuts
+/// down.
+async fn task_events(State(inner): Shared) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let feed = inner.tasks.subscribe();
+    let stream = futures::stream::unfold((feed, true), |(mut feed, first)| async move {
+        if !first {
+            tokio::time::sleep(TASK_EVENTS_EVERY).await;
+            feed.changed().await.ok()?;
+        }
+        let now = *feed.borrow_and_update();
+        if now.closed {
+            return None;
+        }
+        let event = Event::default()
+            .event("tasks")
+            .data(now.version.to_string());
+        Some((Ok(event), (feed, false)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 async fn dead_letters(State(inner): Shared, RawQuery(query): RawQuery) -> Response {
