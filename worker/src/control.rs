@@ -532,6 +532,19 @@ mod tests {
     }
 
     #[test]
+    fn a_command_past_its_expires_header_is_ignored() {
+        let now = chrono::Utc::now().timestamp() as f64;
+        let table = |value: AMQPValue| {
+            let mut table = FieldTable::default();
+            table.insert("expires".into(), value);
+            table
+        };
+        assert!(expired(Some(&table(AMQPValue::Double(now - 5.0)))));
+        assert!(!expired(Some(&table(AMQPValue::Double(now + 60.0)))));
+        assert!(!expired(None));
+    }
+
+    #[test]
     fn replies_have_celerys_shapes() {
         let panel = panel();
         let reply = |method| panel.handle(method, &Map::new()).unwrap();
