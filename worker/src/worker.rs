@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use celeriac_shared::{ErrorChain, Task};
 use tokio::net::TcpListener;
@@ -28,10 +28,18 @@ pub struct Worker {
     metrics_listener: Option<TcpListener>,
 }
 
-/// `celeriac-worker-<pid>@<host>`, the name written into dead letters.
+/// `celeriac-worker-<pid>@<host>` for the first worker of the process,
+/// `celeriac-worker-<pid>-<n>@<host>` for the n-th after it: the name in
+/// events, dead letters and remote control, which must be unique (each
+/// worker's control queue is exclusive to it).
 fn node_name() -> String {
+    static WORKERS: AtomicUsize = AtomicUsize::new(0);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("celeriac-worker-{}@{}", std::process::id(), host.trim())
+    let (pid, host) = (std::process::id(), host.trim());
+    match WORKERS.fetch_add(1, Ordering::Relaxed) {
+        0 => format!("celeriac-worker-{pid}@{host}"),
+        n => format!("celeriac-worker-{pid}-{n}@{host}"),
+    }
 }
 
 impl Worker {
@@ -131,12 +139,13 @@ impl Worker {
         let tally = Arc::new(Tally::default());
         let events = EventSwitch::new(config.task_events);
         let event_clock = Arc::new(AtomicU64::new(0));
+        let node = node_name();
         let identity = config
             .heartbeat_interval
-            .map(|_| Arc::new(Identity::new(config, node_name(), Arc::clone(&tally))));
+            .map(|_| Arc::new(Identity::new(config, node.clone(), Arc::clone(&tally))));
         let shared = Shared {
             registry: &self.registry,
-            node: node_name(),
+            node,
             health: &health,
             metrics: &metrics,
             tally: &tally,
