@@ -102,7 +102,10 @@ pub(super) fn read_reply(
     if let Some(theirs) = header("ticket").and_then(celeriac_shared::amqp_str)
         && theirs != ticket
     {
-        warn!(ticket = theirs, "a control reply for an unknown ticket; ignored");
+        warn!(
+            ticket = theirs,
+            "a control reply for an unknown ticket; ignored"
+        );
         return None;
     }
     match serde_json::from_slice::<Value>(body) {
