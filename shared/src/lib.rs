@@ -86,7 +86,7 @@ pub use routing::{Route, Router};
 pub use sender::{CallError, SendOptions, Sender, decode_output};
 pub use signature::{MAX_CHAIN_STEPS, Signature, SignatureError};
 pub use task::Task;
-pub use task_event::{TaskEvent, TaskEventKind, python_repr};
+pub use task_event::{TASK_EVENTS_BATCH_KEY, TaskEvent, TaskEventKind, python_repr};
 pub use task_headers::TaskHeaders;
 pub use time_limit::TimeLimit;
 pub use topology::{Destination, ExchangeDef, ExchangeType, QueueDef, QueueType, Topology};

@@ -113,7 +113,48 @@ impl TaskEvent {
     pub fn decode(body: &[u8]) -> Result<Self, Error> {
         serde_json::from_slice(body).map_err(Error::NotJson)
     }
+
+    /// Decodes a body holding one event, or a batch of them (Celery's
+    /// buffered `task.multi` form, a JSON list).
+    pub fn decode_many(body: &[u8]) -> Result<Vec<Self>, Error> {
+        match serde_json::from_slice::<serde_json::Value>(body).map_err(Error::NotJson)? {
+            serde_json::Value::Array(events) => Ok(events
+                .into_iter()
+                .filter_map(|event| serde_json::from_value(event).ok())
+                .collect()),
+            event => Ok(vec![serde_json::from_value(event).map_err(Error::NotJson)?]),
+        }
+    }
+
+    /// Encodes several events as one message, as Celery's buffered
+    /// dispatcher does: a JSON list, sent with routing key
+    /// [`TASK_EVENTS_BATCH_KEY`]; Celery's event receiver (and so Flower
+    /// and `celery events`) takes each event of the list.
+    pub fn encode_batch(events: &[TaskEvent]) -> Result<(Vec<u8>, BasicProperties), Error> {
+        let body = serde_json::to_vec(events).map_err(|source| Error::Encode {
+            what: "task events",
+            source,
+        })?;
+        let hostname = events
+            .first()
+            .map(|e| e.hostname.as_str())
+            .unwrap_or_default();
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "hostname".into(),
+            AMQPValue::LongString(LongString::from(hostname.as_bytes())),
+        );
+        let properties = BasicProperties::default()
+            .with_content_type(crate::CONTENT_TYPE.into())
+            .with_content_encoding(crate::CONTENT_ENCODING.into())
+            .with_delivery_mode(1)
+            .with_headers(headers);
+        Ok((body, properties))
+    }
 }
+
+/// The routing key of a batch of task events (Celery's `task.multi`).
+pub const TASK_EVENTS_BATCH_KEY: &str = "task.multi";
 
 /// Python's `repr` of a JSON value, as Celery writes arguments and
 /// results into events (`argsrepr`, `result`): strings in single quotes,

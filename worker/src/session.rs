@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::revocations::{RevocationFollower, Revoked};
 use crate::tally::Tally;
-use crate::task_events::{EventSwitch, TaskEvents};
+use crate::task_events::{EventFlusher, EventSwitch, TaskEvents};
 use crate::{Error, Registry, WorkerConfig};
 
 /// What every session of a worker shares.
@@ -256,10 +256,16 @@ async fn close(
         consumer.acks.close().await;
         let _ = consumer.channel.close(200, "worker shutdown".into()).await;
     }
-    for channel in [&dispatcher.publisher.channel, &dispatcher.events.channel] {
-        let _ = channel.close(200, "worker shutdown".into()).await;
-    }
+    let _ = dispatcher
+        .publisher
+        .channel
+        .close(200, "worker shutdown".into())
+        .await;
+    let flusher = dispatcher.events.take_flusher();
     drop(dispatcher);
+    if let Some(flusher) = flusher {
+        flusher.stop().await;
+    }
     let _ = connection.close(200, "worker shutdown".into()).await;
 }
 
@@ -317,6 +323,7 @@ async fn start(
         .await
         .map_err(Error::amqp("channel.open"))?;
     declare_event_exchange(&events).await?;
+    let (event_sender, event_flusher) = EventFlusher::start(events);
     let (consumers, streams, arrivals) = Consumers::start(connection, config).await?;
     let deliveries = futures::stream::select_all(streams);
     let dispatcher = Arc::new(Dispatcher {
@@ -327,7 +334,8 @@ async fn start(
         revoked: Arc::clone(shared.revoked),
         events: TaskEvents {
             switch: shared.events.clone(),
-            channel: events,
+            batches: event_sender,
+            flusher: std::sync::Mutex::new(Some(event_flusher)),
             hostname: shared.node.clone(),
             clock: Arc::clone(shared.event_clock),
         },

@@ -5,20 +5,25 @@
 //! one atomic load per task.
 //!
 //! Events are transient and unconfirmed, as Celery's; a lost event is not
-//! a lost task. They are sent after the task's message is settled, so they
-//! never delay an acknowledgement.
+//! a lost task. The dispatcher only hands them to the session's
+//! [`EventFlusher`], after the task's message is settled, so they never
+//! delay an acknowledgement.
 //!
 //! [`WorkerConfig::task_events`]: crate::WorkerConfig::task_events
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use celeriac_shared::{
-    EVENT_EXCHANGE, TaskEvent, TaskEventKind, TaskFailure, TaskMessage, python_repr,
+    EVENT_EXCHANGE, TASK_EVENTS_BATCH_KEY, TaskEvent, TaskEventKind, TaskFailure, TaskMessage,
+    python_repr,
 };
 use lapin::Channel;
 use lapin::options::BasicPublishOptions;
 use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::debug;
 
 /// Whether task events are on, shared by every session of a worker and
@@ -43,12 +48,17 @@ impl EventSwitch {
     }
 }
 
-/// Publishes one session's task events on a channel of its own.
+/// The most events one batch message carries.
+const MAX_BATCH: usize = 500;
+
+/// Hands one session's task events to its [`EventFlusher`].
 pub(crate) struct TaskEvents {
     /// Whether to send.
     pub(crate) switch: EventSwitch,
-    /// The events channel.
-    pub(crate) channel: Channel,
+    /// Where events go to be published.
+    pub(crate) batches: mpsc::UnboundedSender<TaskEvent>,
+    /// The flusher, taken out when the session closes.
+    pub(crate) flusher: std::sync::Mutex<Option<EventFlusher>>,
     /// The worker's node name.
     pub(crate) hostname: String,
     /// The Lamport clock of this worker's events.
@@ -136,23 +146,15 @@ impl TaskEvents {
         let Value::Object(fields) = fields else {
             return;
         };
-        let event = self.event(kind, task_id, fields);
-        let Ok((body, properties)) = event.encode() else {
-            return;
-        };
-        let published = self
-            .channel
-            .basic_publish(
-                EVENT_EXCHANGE.into(),
-                kind.routing_key().into(),
-                BasicPublishOptions::default(),
-                &body,
-                properties,
-            )
-            .await;
-        if let Err(err) = published {
-            debug!(task_id, error = %err, "task event not sent");
-        }
+        let _ = self.batches.send(self.event(kind, task_id, fields));
+    }
+
+    /// The flusher, to stop once the session's tasks are done.
+    pub(crate) fn take_flusher(&self) -> Option<EventFlusher> {
+        self.flusher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     fn event(&self, kind: TaskEventKind, task_id: &str, fields: Map<String, Value>) -> TaskEvent {
@@ -167,5 +169,68 @@ impl TaskEvents {
             clock: self.clock.fetch_add(1, Ordering::Relaxed) + 1,
             fields,
         }
+    }
+}
+
+/// Publishes a session's task events on a channel of its own, batching
+/// what accumulates while a publish is under way into one message, as
+/// Celery's buffered dispatcher does (a JSON list with routing key
+/// `task.multi`): at a high task rate a few messages carry many events, so
+/// the broker's work per task stays small.
+pub(crate) struct EventFlusher {
+    task: JoinHandle<()>,
+    channel: Channel,
+}
+
+impl EventFlusher {
+    /// Starts publishing the events sent to the returned sender.
+    pub(crate) fn start(channel: Channel) -> (mpsc::UnboundedSender<TaskEvent>, Self) {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(flush(receiver, channel.clone()));
+        (events, Self { task, channel })
+    }
+
+    /// Publishes what is left once every sender is gone (within a
+    /// second), then closes the channel.
+    pub(crate) async fn stop(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+        let _ = self.channel.close(200, "worker shutdown".into()).await;
+    }
+}
+
+async fn flush(mut events: mpsc::UnboundedReceiver<TaskEvent>, channel: Channel) {
+    let mut batch = Vec::new();
+    while let Some(event) = events.recv().await {
+        batch.push(event);
+        while batch.len() < MAX_BATCH {
+            match events.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        publish(&channel, &batch).await;
+        batch.clear();
+    }
+}
+
+async fn publish(channel: &Channel, batch: &[TaskEvent]) {
+    let (encoded, key) = match batch {
+        [event] => (event.encode(), event.kind.routing_key()),
+        events => (TaskEvent::encode_batch(events), TASK_EVENTS_BATCH_KEY),
+    };
+    let Ok((body, properties)) = encoded else {
+        return;
+    };
+    let published = channel
+        .basic_publish(
+            EVENT_EXCHANGE.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            &body,
+            properties,
+        )
+        .await;
+    if let Err(err) = published {
+        debug!(events = batch.len(), error = %err, "task events not sent");
     }
 }

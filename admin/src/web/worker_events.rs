@@ -96,7 +96,7 @@ async fn listen(
         let delivery = delivery.map_err(Error::amqp("basic.consume"))?;
         // Events of other types, or that do not decode, are skipped.
         if delivery.routing_key.as_str().starts_with("task.") {
-            if let Ok(event) = TaskEvent::decode(&delivery.data) {
+            for event in TaskEvent::decode_many(&delivery.data).unwrap_or_default() {
                 tasks.record(&event);
             }
         } else if let Ok(event) = WorkerEvent::decode(&delivery.data) {
