@@ -63,14 +63,24 @@ pub(crate) async fn warm_up(producer: &Producer, queue: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// How the celeriac worker process runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WorkerSettings {
+    /// Tasks at once.
+    pub(crate) concurrency: usize,
+    /// Unacknowledged deliveries per consumer.
+    pub(crate) prefetch: u16,
+    /// Whether it sends Celery task events from the start.
+    pub(crate) task_events: bool,
+}
+
 /// Runs a worker with `bench.noop`, `bench.incr` and `bench.total`
 /// handlers on `queue` until `shutdown`. Like every worker by default
 /// (`join_chords`), it also consumes the chord queue and joins chords.
 pub(crate) async fn run_worker(
     url: &BrokerUrl,
     queue: &str,
-    concurrency: usize,
-    prefetch: u16,
+    settings: WorkerSettings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut registry = Registry::new();
@@ -80,8 +90,9 @@ pub(crate) async fn run_worker(
     let config = WorkerConfig {
         broker_url: url.clone(),
         queues: vec![queue.to_owned()],
-        concurrency,
-        prefetch: Some(prefetch),
+        concurrency: settings.concurrency,
+        prefetch: Some(settings.prefetch),
+        task_events: settings.task_events,
         ..WorkerConfig::default()
     };
     Worker::with_registry(config, registry)

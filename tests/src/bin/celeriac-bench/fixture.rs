@@ -1,15 +1,21 @@
 //! What every system works on: the no-op task, its encoded message, the
-//! two tasks of the workflow measurements, and the broker-side view of the
-//! queues a run uses.
+//! two tasks of the workflow measurements, the broker-side view of the
+//! queues a run uses, and a monitor of task events.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use celeriac_shared::{
-    BrokerUrl, DeadLetterTopology, QueueDef, SendOptions, Task, TaskMessage, encode_arguments,
+    BrokerUrl, DeadLetterTopology, EVENT_EXCHANGE, QueueDef, SendOptions, Task, TaskMessage,
+    declare_event_exchange, encode_arguments,
 };
 use chrono::Utc;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
@@ -224,5 +230,88 @@ impl Broker {
     /// Closes the connection.
     pub(crate) async fn close(self) {
         let _ = self.connection.close(200, "OK".into()).await;
+    }
+}
+
+/// The binding key of every task event (`task.received`, `task.started`,
+/// `task.succeeded`, ...).
+const TASK_EVENTS_BINDING: &str = "task.#";
+
+/// A monitor of task events, as Flower or `celery events` would run one:
+/// a queue of its own bound to `celeryev` with `task.#`, consumed without
+/// acks on a connection of its own, counting what arrives. The broker
+/// routes every event to it for as long as it runs.
+pub(crate) struct EventMonitor {
+    connection: Connection,
+    counted: Arc<AtomicU64>,
+    consuming: tokio::task::JoinHandle<()>,
+}
+
+impl EventMonitor {
+    /// Declares the exchange (as workers do) and an exclusive queue bound
+    /// to it, and starts consuming.
+    pub(crate) async fn start(url: &BrokerUrl) -> anyhow::Result<Self> {
+        let connection = Connection::connect(url.expose(), ConnectionProperties::default())
+            .await
+            .with_context(|| format!("connecting the event monitor to {url}"))?;
+        let channel = connection.create_channel().await?;
+        declare_event_exchange(&channel).await?;
+        let queue = celeriac_tests::unique("bench-celeryev");
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), options, FieldTable::default())
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                EVENT_EXCHANGE.into(),
+                TASK_EVENTS_BINDING.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await?;
+        let counted = Arc::new(AtomicU64::new(0));
+        let consuming = tokio::spawn({
+            let counted = Arc::clone(&counted);
+            async move {
+                while let Some(Ok(_event)) = consumer.next().await {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(Self {
+            connection,
+            counted,
+            consuming,
+        })
+    }
+
+    /// Waits up to `limit` for a first event if none came yet, then
+    /// closes the connection (the broker deletes the queue); returns the
+    /// events counted.
+    pub(crate) async fn finish(self, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        while self.counted.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        let _ = self.connection.close(200, "OK".into()).await;
+        self.consuming.abort();
+        self.counted.load(Ordering::Relaxed)
     }
 }

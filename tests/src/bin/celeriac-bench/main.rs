@@ -5,6 +5,7 @@
 //! ```text
 //! scripts/bench --n 20000 --reps 3 --systems lapin,celeriac,celery --only publish,drain,e2e,rtt,rss
 //! scripts/bench --reps 3 --systems celeriac,celery --only chain,chord,rtt
+//! scripts/bench --n 50000 --systems celeriac --only drain,drain-events
 //! ```
 //!
 //! See `docs/benchmarks.md` for the method. `celeriac-bench soak` is the
@@ -52,14 +53,16 @@ impl System {
     }
 }
 
-/// A measurement; `rss` is taken during `drain`; `delayed` is the RSS of
-/// an idle worker while N delayed tasks wait; `chain` the latency of a
-/// chain per step; `chord` the time a chord takes (the last three not for
-/// raw lapin: it has no delays and no workflows).
+/// A measurement; `rss` is taken during `drain`; `drain-events` is
+/// `drain` with the worker sending task events (celeriac only); `delayed`
+/// is the RSS of an idle worker while N delayed tasks wait; `chain` the
+/// latency of a chain per step; `chord` the time a chord takes (the last
+/// three not for raw lapin: it has no delays and no workflows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Measurement {
     Publish,
     Drain,
+    DrainEvents,
     E2e,
     Rtt,
     Rss,
@@ -105,7 +108,7 @@ pub(crate) struct Settings {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "publish,drain,e2e,rtt,rss,delayed,chain,chord"
+        default_value = "publish,drain,drain-events,e2e,rtt,rss,delayed,chain,chord"
     )]
     only: Vec<Measurement>,
     /// Timed sequential calls per round-trip run.
@@ -222,9 +225,14 @@ impl Settings {
         ) + &self.describe_workflows()
     }
 
-    /// The chain and chord settings, if they are measured.
+    /// The task-event drain and the chain and chord settings, if they
+    /// are measured.
     fn describe_workflows(&self) -> String {
         let mut out = String::new();
+        if self.runs(Measurement::DrainEvents) {
+            out += "; drain-events: the drain with the celeriac worker sending task events \
+                    (3 per task), consumed no-ack by a queue bound to `celeryev` with `task.#`";
+        }
         if self.runs(Measurement::Chain) {
             out += &format!(
                 "; chain: {} timed chains of {} `bench.incr` steps after {} warm-up chains",
@@ -252,6 +260,9 @@ struct WorkerArgs {
     concurrency: usize,
     #[arg(long)]
     prefetch: u16,
+    /// Send Celery task events (celeriac only).
+    #[arg(long)]
+    task_events: bool,
 }
 
 #[tokio::main]
@@ -281,35 +292,40 @@ async fn run(settings: Settings) -> anyhow::Result<Report> {
         .copied()
         .filter(|&s| runner.has(s))
         .collect();
-    let steps = [
-        Measurement::Publish,
-        Measurement::Drain,
-        Measurement::E2e,
-        Measurement::Rtt,
-        Measurement::Delayed,
-        Measurement::Chain,
-        Measurement::Chord,
+    // The steps of a group take turns within each repetition: the drain
+    // with task events on alternates with the one with them off.
+    let groups: [&[Measurement]; 7] = [
+        &[Measurement::Publish],
+        &[Measurement::Drain, Measurement::DrainEvents],
+        &[Measurement::E2e],
+        &[Measurement::Rtt],
+        &[Measurement::Delayed],
+        &[Measurement::Chain],
+        &[Measurement::Chord],
     ];
     let drain_or_rss = settings.runs(Measurement::Drain) || settings.runs(Measurement::Rss);
-    for step in steps {
-        let selected = match step {
-            Measurement::Drain => drain_or_rss,
-            other => settings.runs(other),
-        };
-        if !selected {
+    let selected = |step| match step {
+        Measurement::Drain => drain_or_rss,
+        other => settings.runs(other),
+    };
+    for group in groups {
+        let group: Vec<Measurement> = group.iter().copied().filter(|&s| selected(s)).collect();
+        if group.is_empty() {
             continue;
         }
         for rep in 1..=settings.reps {
-            for &system in &systems {
-                if !runner.runs(step, system) {
-                    continue;
+            for &step in &group {
+                for &system in &systems {
+                    if !runner.runs(step, system) {
+                        continue;
+                    }
+                    let context = || format!("{step:?} of {} (rep {rep})", system.name());
+                    let started = Instant::now();
+                    measure(&runner, step, system, &settings, &mut report)
+                        .await
+                        .with_context(context)?;
+                    eprintln!("done: {} in {:.1?}", context(), started.elapsed());
                 }
-                let context = || format!("{step:?} of {} (rep {rep})", system.name());
-                let started = Instant::now();
-                measure(&runner, step, system, &settings, &mut report)
-                    .await
-                    .with_context(context)?;
-                eprintln!("done: {} in {:.1?}", context(), started.elapsed());
             }
         }
     }
@@ -338,6 +354,10 @@ async fn measure(
                 report.add(Row::Drain, system, rate);
             }
             report.add(Row::PeakRss, system, rss);
+        }
+        Measurement::DrainEvents => {
+            let rate = runner.drain_with_events(system).await?;
+            report.add(Row::DrainEvents, system, rate);
         }
         Measurement::E2e => report.add(Row::EndToEnd, system, runner.end_to_end(system).await?),
         Measurement::Rtt => runner.round_trips(system, report).await?,
@@ -371,12 +391,17 @@ async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         .await;
     };
     match args.system {
+        System::Lapin if args.task_events => anyhow::bail!("raw lapin sends no task events"),
         System::Lapin => {
             raw_lapin::run_worker(&url, &args.queue, args.prefetch, stdin_closed).await
         }
         System::Celeriac => {
-            let (queue, concurrency) = (&args.queue, args.concurrency);
-            celeriac_side::run_worker(&url, queue, concurrency, args.prefetch, stdin_closed).await
+            let settings = celeriac_side::WorkerSettings {
+                concurrency: args.concurrency,
+                prefetch: args.prefetch,
+                task_events: args.task_events,
+            };
+            celeriac_side::run_worker(&url, &args.queue, settings, stdin_closed).await
         }
         System::Celery => anyhow::bail!("the Celery worker is `celery worker`"),
     }
@@ -388,7 +413,8 @@ mod tests {
 
     /// A smoke run with tiny numbers, so the bench cannot rot: every
     /// system yields every row (Celery only if it could be installed, its
-    /// chord only if Redis answers).
+    /// chord only if Redis answers; the drain with task events only
+    /// celeriac).
     #[tokio::test(flavor = "multi_thread")]
     async fn a_tiny_run_fills_every_row() {
         let cli = Cli::parse_from([
@@ -412,6 +438,7 @@ mod tests {
             if system == System::Celery && celery_skipped {
                 continue;
             }
+            let events = (system == System::Celeriac).then_some(Row::DrainEvents);
             let delayed = (system != System::Lapin).then_some(Row::DelayedRss);
             let chain = (system != System::Lapin).then_some(Row::ChainStep);
             let chord = (system == System::Celeriac || system == System::Celery && !chords_skipped)
@@ -421,6 +448,7 @@ mod tests {
             for row in rows
                 .into_iter()
                 .chain([rtt])
+                .chain(events)
                 .chain(delayed)
                 .chain(workflows)
             {
@@ -430,6 +458,10 @@ mod tests {
         }
         let direct = Row::DirectReplyTo(report::Percentile::P99);
         assert!(report.median(direct, System::Lapin).is_some());
+        for system in [System::Lapin, System::Celery] {
+            assert!(report.median(Row::DrainEvents, system).is_none());
+        }
+        assert!(report.render().contains("| drain events on / off | – | "));
         println!("{}", report.render());
     }
 }

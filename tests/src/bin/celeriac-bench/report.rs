@@ -45,6 +45,8 @@ pub(crate) enum Row {
     Publish,
     /// Tasks per second drained from a pre-filled queue by one worker.
     Drain,
+    /// The same with the worker sending task events (celeriac only).
+    DrainEvents,
     /// Tasks per second with producer and worker running at once.
     EndToEnd,
     /// Call-and-wait latency through a named exclusive reply queue, ms.
@@ -67,6 +69,7 @@ impl Row {
         match self {
             Self::Publish => "confirmed publish (tasks/s)".into(),
             Self::Drain => "worker drain (tasks/s)".into(),
+            Self::DrainEvents => "worker drain, task events on (tasks/s)".into(),
             Self::EndToEnd => "end to end (tasks/s)".into(),
             Self::RoundTrip(p) | Self::DirectReplyTo(p) => format!("round trip {} (ms)", p.label()),
             Self::PeakRss => "worker peak RSS, drain (MiB)".into(),
@@ -78,7 +81,9 @@ impl Row {
 
     fn format(self, value: f64) -> String {
         match self {
-            Self::Publish | Self::Drain | Self::EndToEnd => thousands(value.round() as u64),
+            Self::Publish | Self::Drain | Self::DrainEvents | Self::EndToEnd => {
+                thousands(value.round() as u64)
+            }
             Self::RoundTrip(_) | Self::DirectReplyTo(_) | Self::ChainStep => {
                 format!("{value:.3}")
             }
@@ -146,13 +151,18 @@ impl Report {
     }
 
     /// The table: one row per measurement, one column per system, then
-    /// ratios of medians; the workflow rows only if measured; then the
-    /// reply-queue comparison and the notes.
+    /// ratios of medians; the drain with task events and the workflow
+    /// rows only if measured; then the reply-queue comparison and the
+    /// notes.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let header = "| measurement | lapin | celeriac | celery | celeriac/lapin | celery/lapin | celeriac/celery |";
         let _ = writeln!(out, "{header}\n|---|---|---|---|---|---|---|");
-        let mut rows = vec![Row::Publish, Row::Drain, Row::EndToEnd];
+        let mut rows = vec![Row::Publish, Row::Drain];
+        if self.samples.keys().any(|&(row, _)| row == Row::DrainEvents) {
+            rows.push(Row::DrainEvents);
+        }
+        rows.push(Row::EndToEnd);
         rows.extend(Percentile::ALL.map(Row::RoundTrip));
         rows.extend([Row::PeakRss, Row::DelayedRss]);
         let workflows = self.workflow_rows();
@@ -170,8 +180,10 @@ impl Report {
                 ratio(System::Celery, System::Lapin),
                 ratio(System::Celeriac, System::Celery),
             );
-            if row == Row::ChainStep {
-                out.push_str(&self.render_step_per_call());
+            match row {
+                Row::DrainEvents => out.push_str(&self.render_events_on_off()),
+                Row::ChainStep => out.push_str(&self.render_step_per_call()),
+                _ => {}
             }
         }
         if Percentile::ALL
@@ -196,6 +208,23 @@ impl Report {
             .collect();
         rows.dedup();
         rows
+    }
+
+    /// Per system, the drain with task events on over the drain with
+    /// them off, when both were measured (celeriac only).
+    fn render_events_on_off(&self) -> String {
+        let cell = |system| {
+            ratio(
+                self.median(Row::DrainEvents, system),
+                self.median(Row::Drain, system),
+            )
+        };
+        format!(
+            "| drain events on / off | {} | {} | {} | – | – | – |\n",
+            cell(System::Lapin),
+            cell(System::Celeriac),
+            cell(System::Celery),
+        )
     }
 
     /// Per system, a chain step's p50 over a single call's round trip
@@ -339,6 +368,24 @@ mod tests {
         );
         assert!(
             table.contains("| chord of 1,000 tasks (s) | – | 1.50 |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_drain_with_task_events_shows_only_when_measured() {
+        let mut report = Report::default();
+        report.add(Row::Drain, System::Celeriac, 10_000.0);
+        assert!(!report.render().contains("task events"));
+        report.add(Row::DrainEvents, System::Celeriac, 9_000.0);
+        let table = report.render();
+        assert!(
+            table.contains(
+                "| worker drain (tasks/s) | – | 10,000 | – | – | – | – |\n\
+                 | worker drain, task events on (tasks/s) | – | 9,000 | – | – | – | – |\n\
+                 | drain events on / off | – | 0.90x | – | – | – | – |\n\
+                 | end to end"
+            ),
             "{table}"
         );
     }

@@ -2,14 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use celeriac_producer::Producer;
 use celeriac_shared::BrokerUrl;
 use celeriac_tests::Vhost;
 use lapin::Connection;
 
 use crate::celery::Celery;
-use crate::fixture::{Broker, EncodedTask};
+use crate::fixture::{Broker, EncodedTask, EventMonitor};
 use crate::raw_lapin::{self, ReplyQueue};
 use crate::report::{Report, Row};
 use crate::worker_process::{RustWorkerSettings, WorkerProcess};
@@ -17,6 +17,9 @@ use crate::{Measurement, Settings, System, celeriac_side};
 
 /// How far in the future delayed tasks are due.
 const COUNTDOWN: Duration = Duration::from_secs(3600);
+
+/// How long the event monitor waits for a first event after a drain.
+const FIRST_EVENT: Duration = Duration::from_secs(5);
 
 /// The connections and installations the runs share.
 pub(crate) struct Runner {
@@ -76,9 +79,11 @@ impl Runner {
     }
 
     /// Whether `system` has `step`: raw lapin has no delayed tasks and no
-    /// workflows; Celery's chords need Redis.
+    /// workflows; Celery's chords need Redis; only celeriac's drain is
+    /// measured with task events on.
     pub(crate) fn runs(&self, step: Measurement, system: System) -> bool {
         match (step, system) {
+            (Measurement::DrainEvents, system) => system == System::Celeriac,
             (Measurement::Delayed | Measurement::Chain | Measurement::Chord, System::Lapin) => {
                 false
             }
@@ -118,13 +123,34 @@ impl Runner {
     /// the worker's consumer appears to the moment the queue is empty, and
     /// the worker's peak RSS in MiB.
     pub(crate) async fn drain(&self, system: System) -> anyhow::Result<(f64, f64)> {
+        self.drain_with(system, false).await
+    }
+
+    /// [`Runner::drain`] with the worker sending task events (celeriac
+    /// only), three per task, while a monitor in this process consumes
+    /// them from `celeryev`: tasks per second.
+    pub(crate) async fn drain_with_events(&self, system: System) -> anyhow::Result<f64> {
+        ensure!(
+            system == System::Celeriac,
+            "{} sends no task events",
+            system.name()
+        );
+        let monitor = EventMonitor::start(self.broker.url()).await?;
+        let drained = self.drain_with(system, true).await;
+        let events = monitor.finish(FIRST_EVENT).await;
+        let (rate, _rss) = drained?;
+        ensure!(events > 0, "the monitor got no task events");
+        Ok(rate)
+    }
+
+    async fn drain_with(&self, system: System, task_events: bool) -> anyhow::Result<(f64, f64)> {
         let n = self.settings.n;
         let queue = self.fresh_queue("drain").await?;
         raw_lapin::publish(&self.lapin, &queue, &self.task, n, self.settings.in_flight)
             .await
             .context("filling the queue")?;
         tokio::time::sleep(self.settings.settle()).await;
-        let worker = self.start_worker(system, &queue)?;
+        let worker = self.start_worker_with(system, &queue, task_events)?;
         let measured = async {
             let start = self.broker.wait_for_consumer(&queue).await?;
             let end = self.broker.wait_until_empty(&queue).await?;
@@ -326,8 +352,23 @@ impl Runner {
     }
 
     fn start_worker(&self, system: System, queue: &str) -> anyhow::Result<WorkerProcess> {
-        let url = self.broker.url();
-        self.start_worker_on(system, url, queue, self.celery.as_ref())
+        self.start_worker_with(system, queue, false)
+    }
+
+    fn start_worker_with(
+        &self,
+        system: System,
+        queue: &str,
+        task_events: bool,
+    ) -> anyhow::Result<WorkerProcess> {
+        let settings = self.rust_worker(task_events);
+        WorkerProcess::start(
+            system,
+            self.broker.url(),
+            queue,
+            settings,
+            self.celery.as_ref(),
+        )
     }
 
     fn start_worker_on(
@@ -337,11 +378,15 @@ impl Runner {
         queue: &str,
         celery: Option<&Celery>,
     ) -> anyhow::Result<WorkerProcess> {
-        let settings = RustWorkerSettings {
+        WorkerProcess::start(system, url, queue, self.rust_worker(false), celery)
+    }
+
+    fn rust_worker(&self, task_events: bool) -> RustWorkerSettings {
+        RustWorkerSettings {
             concurrency: self.settings.concurrency,
             prefetch: self.settings.prefetch(),
-        };
-        WorkerProcess::start(system, url, queue, settings, celery)
+            task_events,
+        }
     }
 
     /// Closes the connections.

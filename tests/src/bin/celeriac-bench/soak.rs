@@ -51,6 +51,7 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     let settings = RustWorkerSettings {
         concurrency: args.concurrency,
         prefetch: u16::try_from(args.concurrency).unwrap_or(u16::MAX),
+        task_events: false,
     };
     let mut workers = Vec::new();
     for _ in 0..args.workers {

@@ -34,6 +34,8 @@ pub(crate) struct RustWorkerSettings {
     pub(crate) concurrency: usize,
     /// Unacknowledged deliveries per consumer.
     pub(crate) prefetch: u16,
+    /// Whether the worker sends Celery task events (celeriac only).
+    pub(crate) task_events: bool,
 }
 
 impl WorkerProcess {
@@ -59,6 +61,9 @@ impl WorkerProcess {
                     .arg(format!("--prefetch={}", settings.prefetch))
                     .env("CELERIAC_BROKER_URL", url.expose())
                     .stdin(Stdio::piped());
+                if settings.task_events {
+                    command.arg("--task-events");
+                }
                 command
             }
         };
