@@ -233,7 +233,9 @@ async fn a_chord_survives_the_worker_joining_it_being_killed() {
         tokio::select! {
             joined = &mut result => break joined.unwrap(),
             taken = first.wait_for_line("celeriac.chord_join[") => {
-                taken.unwrap();
+                if let Err(err) = taken {
+                    panic!("{err:#}\n--- worker log ---\n{}", first.log.join("\n"));
+                }
                 if kills < 3 {
                     first.kill().await.unwrap();
                     kills += 1;
