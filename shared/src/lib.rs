@@ -38,6 +38,7 @@ mod fuzz_tests;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod message;
+mod pidbox;
 mod result;
 mod result_lost;
 mod revocation;
@@ -76,6 +77,9 @@ pub use field_table::{
     amqp_integer, amqp_str, field_table_to_json, integer_header, json_to_field_table, string_header,
 };
 pub use message::{CONTENT_ENCODING, CONTENT_TYPE, Embed, TaskMessage};
+pub use pidbox::{
+    PIDBOX_EXCHANGE, REPLY_EXCHANGE, declare_pidbox_exchanges, pidbox_queue_arguments,
+};
 pub use result::{ResultMessage, TaskFailure, TaskState};
 pub use result_lost::ResultLost;
 pub use revocation::{

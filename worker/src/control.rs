@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use celeriac_shared::{QueueDef, Revocation, TimeLimit, Topology, amqp_str};
+use celeriac_shared::{
+    PIDBOX_EXCHANGE, QueueDef, Revocation, TimeLimit, Topology, amqp_str, declare_pidbox_exchanges,
+    pidbox_queue_arguments,
+};
 use futures::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, Consumer, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, Consumer};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
@@ -34,11 +36,6 @@ use crate::revocations::{Revoked, append};
 use crate::tally::Tally;
 use crate::task_events::EventSwitch;
 use crate::{Error, Registry};
-
-/// The fanout exchange commands are broadcast on.
-pub(crate) const PIDBOX_EXCHANGE: &str = "celery.pidbox";
-/// The direct exchange replies go to.
-pub(crate) const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
 
 /// What the control commands read and steer.
 pub(crate) struct Panel {
@@ -127,27 +124,15 @@ impl Control {
 }
 
 async fn declare_and_consume(channel: &Channel, hostname: &str) -> Result<Consumer, Error> {
-    let transient = ExchangeDeclareOptions::default();
-    for (name, kind) in [
-        (PIDBOX_EXCHANGE, ExchangeKind::Fanout),
-        (REPLY_EXCHANGE, ExchangeKind::Direct),
-    ] {
-        channel
-            .exchange_declare(name.into(), kind, transient, FieldTable::default())
-            .await
-            .map_err(Error::amqp("exchange.declare"))?;
-    }
-    let queue = format!("{hostname}.celery.pidbox");
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(300_000));
-    arguments.insert("x-expires".into(), AMQPValue::LongLongInt(10_000));
+    declare_pidbox_exchanges(channel).await?;
+    let queue = format!("{hostname}.{PIDBOX_EXCHANGE}");
     let options = QueueDeclareOptions {
         exclusive: true,
         auto_delete: true,
         ..QueueDeclareOptions::default()
     };
     channel
-        .queue_declare(queue.as_str().into(), options, arguments)
+        .queue_declare(queue.as_str().into(), options, pidbox_queue_arguments())
         .await
         .map_err(Error::amqp("queue.declare"))?;
     channel

@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
 use super::envelope::{Envelope, epoch_seconds};
+use celeriac_shared::declare_pidbox_exchanges;
+
 use super::{CONTROL_TIMEOUT, PIDBOX_EXCHANGE, Replies, pidbox};
 use crate::Error;
 
@@ -160,7 +162,7 @@ impl Control {
         let expected = expected_replies.or(destination.as_ref().map(Vec::len));
         let channel = self.producer.open_channel().await?;
         let collected = async {
-            pidbox::declare_exchanges(&channel).await?;
+            declare_pidbox_exchanges(&channel).await?;
             let oid = uuid::Uuid::new_v4().to_string();
             let ticket = uuid::Uuid::new_v4().to_string();
             let consumer = pidbox::reply_consumer(&channel, &oid).await?;
@@ -189,7 +191,7 @@ impl Control {
     ) -> Result<(), Error> {
         let channel = self.producer.open_channel().await?;
         let sent = async {
-            pidbox::declare_exchanges(&channel).await?;
+            declare_pidbox_exchanges(&channel).await?;
             let envelope = Envelope {
                 method,
                 arguments,

@@ -20,10 +20,7 @@ use serde_json::Value;
 pub use mailbox::Control;
 pub use revoked::Revoked;
 
-/// The fanout exchange commands are broadcast on.
-pub const PIDBOX_EXCHANGE: &str = "celery.pidbox";
-/// The direct exchange workers send their replies to.
-pub const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
+pub use celeriac_shared::{PIDBOX_EXCHANGE, REPLY_EXCHANGE};
 /// How long a broadcast waits for replies unless told otherwise: Celery's
 /// default.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(1);

@@ -1,36 +1,16 @@
 //! The pidbox's AMQP side: the exchanges, the reply queue, and which
 //! replies belong to a command.
 
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Consumer, ExchangeKind};
+use lapin::{Channel, Consumer};
 use serde_json::Value;
 use tracing::warn;
 
-use super::{PIDBOX_EXCHANGE, REPLY_EXCHANGE, Replies};
-use crate::Error;
+use celeriac_shared::{REPLY_EXCHANGE, pidbox_queue_arguments};
 
-/// Declares the two pidbox exchanges as kombu and the workers do:
-/// non-durable, not auto-deleted.
-pub(super) async fn declare_exchanges(channel: &Channel) -> Result<(), Error> {
-    for (name, kind) in [
-        (PIDBOX_EXCHANGE, ExchangeKind::Fanout),
-        (REPLY_EXCHANGE, ExchangeKind::Direct),
-    ] {
-        channel
-            .exchange_declare(
-                name.into(),
-                kind,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::amqp("exchange.declare"))?;
-    }
-    Ok(())
-}
+use super::Replies;
+use crate::Error;
 
 /// Declares kombu's reply queue `<oid>.reply.celery.pidbox` (exclusive,
 /// auto-deleted, with Celery's `control_queue_ttl` of 300 s and
@@ -38,16 +18,13 @@ pub(super) async fn declare_exchanges(channel: &Channel) -> Result<(), Error> {
 /// `oid` and consumes it without acks.
 pub(super) async fn reply_consumer(channel: &Channel, oid: &str) -> Result<Consumer, Error> {
     let queue = format!("{oid}.{REPLY_EXCHANGE}");
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(300_000));
-    arguments.insert("x-expires".into(), AMQPValue::LongLongInt(10_000));
     let options = QueueDeclareOptions {
         exclusive: true,
         auto_delete: true,
         ..QueueDeclareOptions::default()
     };
     channel
-        .queue_declare(queue.as_str().into(), options, arguments)
+        .queue_declare(queue.as_str().into(), options, pidbox_queue_arguments())
         .await
         .map_err(Error::amqp("queue.declare"))?;
     channel
