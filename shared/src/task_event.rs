@@ -11,11 +11,11 @@
 //! sends them.
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Error;
+use crate::worker_event::event_properties;
 
 /// The type of a task event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,17 +96,7 @@ impl TaskEvent {
             what: "task event",
             source,
         })?;
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "hostname".into(),
-            AMQPValue::LongString(LongString::from(self.hostname.as_bytes())),
-        );
-        let properties = BasicProperties::default()
-            .with_content_type(crate::CONTENT_TYPE.into())
-            .with_content_encoding(crate::CONTENT_ENCODING.into())
-            .with_delivery_mode(1)
-            .with_headers(headers);
-        Ok((body, properties))
+        Ok((body, event_properties(&self.hostname)))
     }
 
     /// Decodes an event body.
@@ -139,17 +129,7 @@ impl TaskEvent {
             .first()
             .map(|e| e.hostname.as_str())
             .unwrap_or_default();
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "hostname".into(),
-            AMQPValue::LongString(LongString::from(hostname.as_bytes())),
-        );
-        let properties = BasicProperties::default()
-            .with_content_type(crate::CONTENT_TYPE.into())
-            .with_content_encoding(crate::CONTENT_ENCODING.into())
-            .with_delivery_mode(1)
-            .with_headers(headers);
-        Ok((body, properties))
+        Ok((body, event_properties(hostname)))
     }
 }
 

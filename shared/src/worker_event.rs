@@ -57,6 +57,22 @@ pub async fn declare_event_exchange(channel: &Channel) -> Result<(), Error> {
         })
 }
 
+/// The properties of an event message, worker or task event, as Celery's
+/// dispatcher sends them: JSON, transient, with a `hostname` application
+/// header.
+pub(crate) fn event_properties(hostname: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "hostname".into(),
+        AMQPValue::LongString(LongString::from(hostname.as_bytes())),
+    );
+    BasicProperties::default()
+        .with_content_type(crate::CONTENT_TYPE.into())
+        .with_content_encoding(crate::CONTENT_ENCODING.into())
+        .with_delivery_mode(1)
+        .with_headers(headers)
+}
+
 /// Which worker event it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerEventKind {
@@ -151,17 +167,7 @@ impl WorkerEvent {
             what: "worker event",
             source,
         })?;
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "hostname".into(),
-            AMQPValue::LongString(LongString::from(self.hostname.as_bytes())),
-        );
-        let properties = BasicProperties::default()
-            .with_content_type(crate::CONTENT_TYPE.into())
-            .with_content_encoding(crate::CONTENT_ENCODING.into())
-            .with_delivery_mode(1)
-            .with_headers(headers);
-        Ok((body, properties))
+        Ok((body, event_properties(&self.hostname)))
     }
 
     /// Reads a worker event from a message body. Other events of the
