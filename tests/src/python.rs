@@ -61,6 +61,41 @@ impl Python {
         Self::spawn_with_env(args, broker, &[])
     }
 
+    /// Starts a Celery worker of `tests/python/pytasks.py` (`py.*` tasks)
+    /// named `<name>@<host>`, on `queue` of `broker` (solo pool, no gossip
+    /// or mingle), and waits until it consumes.
+    ///
+    /// No `--without-heartbeat`: the event heartbeat's 2 s timer is what
+    /// wakes Celery's event loop to notice SIGTERM; without any timer it
+    /// sleeps up to 10 s.
+    pub async fn celery_worker(
+        broker: &BrokerUrl,
+        queue: &str,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let node = format!("{name}@%h");
+        let args = [
+            "-m",
+            "celery",
+            "-A",
+            "pytasks",
+            "worker",
+            "-P",
+            "solo",
+            "-Q",
+            queue,
+            "-n",
+            &node,
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+        ];
+        let mut celery = Self::spawn(&args, broker)?;
+        celery.wait_until_consuming(broker, queue).await?;
+        Ok(celery)
+    }
+
     /// Starts `python <args>` with extra environment variables.
     pub fn spawn_with_env(
         args: &[&str],

@@ -43,29 +43,9 @@ async fn rust_worker(vhost: &Vhost) -> TestWorker {
 /// of its hostname (`pytasks-<uuid>@`).
 async fn python_worker(vhost: &Vhost) -> (Python, String) {
     let name = unique("pytasks");
-    let node = format!("{name}@%h");
-    let mut celery = Python::spawn(
-        &[
-            "-m",
-            "celery",
-            "-A",
-            "pytasks",
-            "worker",
-            "-P",
-            "solo",
-            "-Q",
-            PY,
-            "-n",
-            &node,
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "info",
-        ],
-        &vhost.url(),
-    )
-    .unwrap();
-    celery.wait_until_consuming(&vhost.url(), PY).await.unwrap();
+    let celery = Python::celery_worker(&vhost.url(), PY, &name)
+        .await
+        .unwrap();
     (celery, format!("{name}@"))
 }
 

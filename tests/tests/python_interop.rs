@@ -149,33 +149,7 @@ async fn python_rpc_client_gets_results_from_the_rust_worker() {
 async fn rust_producer_calls_a_python_worker() {
     init_logging();
     let vhost = Vhost::create().unwrap();
-    let node = format!("{}@%h", unique("pytasks"));
-    // No `--without-heartbeat`: the event heartbeat's 2 s timer is what
-    // wakes Celery's event loop to notice SIGTERM; without any timer it
-    // sleeps up to 10 s, which would be most of this test's run time.
-    let mut celery = Python::spawn(
-        &[
-            "-m",
-            "celery",
-            "-A",
-            "pytasks",
-            "worker",
-            "-P",
-            "solo",
-            "-Q",
-            DEFAULT_QUEUE,
-            "-n",
-            &node,
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "info",
-        ],
-        &vhost.url(),
-    )
-    .unwrap();
-    celery
-        .wait_until_consuming(&vhost.url(), DEFAULT_QUEUE)
+    let celery = Python::celery_worker(&vhost.url(), DEFAULT_QUEUE, &unique("pytasks"))
         .await
         .unwrap();
     let producer = producer_in(&vhost).await;

@@ -22,30 +22,9 @@ const PY: &str = "py";
 
 /// A Celery worker serving `py.*` on queue `py` of `vhost`.
 async fn python_worker(vhost: &Vhost) -> Python {
-    let node = format!("{}@%h", unique("pytasks"));
-    let mut celery = Python::spawn(
-        &[
-            "-m",
-            "celery",
-            "-A",
-            "pytasks",
-            "worker",
-            "-P",
-            "solo",
-            "-Q",
-            PY,
-            "-n",
-            &node,
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "info",
-        ],
-        &vhost.url(),
-    )
-    .unwrap();
-    celery.wait_until_consuming(&vhost.url(), PY).await.unwrap();
-    celery
+    Python::celery_worker(&vhost.url(), PY, &unique("pytasks"))
+        .await
+        .unwrap()
 }
 
 /// A Rust worker with the demo tasks on `celery` of `vhost`, joining
