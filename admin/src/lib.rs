@@ -14,10 +14,12 @@
 //! connection; a service that only publishes depends on
 //! `celeriac-producer` alone and compiles none of this.
 
+pub mod beat;
 mod control;
 mod error;
 mod inspect;
 pub mod output;
+pub mod schedule;
 mod web;
 
 pub use control::{CONTROL_TIMEOUT, Control, PIDBOX_EXCHANGE, REPLY_EXCHANGE, Replies, Revoked};

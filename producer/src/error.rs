@@ -96,6 +96,18 @@ pub enum Error {
         /// Which canvas.
         what: &'static str,
     },
+    /// The send's uniqueness key stayed held for the whole send timeout,
+    /// but the task that holds it could not be read (its sender died
+    /// between winning the key and recording itself, say). Nothing was
+    /// published; the key is free again at the latest when its TTL runs
+    /// out.
+    #[error("uniqueness key `{key}` is held, but its holder was not readable within {after:?}")]
+    HolderUnknown {
+        /// The key.
+        key: String,
+        /// The send timeout.
+        after: Duration,
+    },
     /// The operation did not complete in time.
     #[error("{operation} timed out after {after:?}")]
     Timeout {
@@ -129,6 +141,7 @@ impl Error {
             | Error::Unconfirmed { .. }
             | Error::Workflow(_)
             | Error::EmptyWorkflow { .. }
+            | Error::HolderUnknown { .. }
             | Error::Timeout { .. } => false,
         }
     }

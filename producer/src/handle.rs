@@ -23,6 +23,9 @@ pub struct TaskHandle<O> {
     receiver: Option<oneshot::Receiver<Delivered>>,
     /// To release the slot (registered under this token) on drop.
     pending: Option<(Arc<Pending>, u64)>,
+    /// Whether the send found its uniqueness key held by task `task_id`
+    /// and published nothing.
+    duplicate: bool,
     output: PhantomData<fn() -> O>,
 }
 
@@ -41,6 +44,20 @@ impl<O: DeserializeOwned> TaskHandle<O> {
             task,
             receiver,
             pending,
+            duplicate: false,
+            output: PhantomData,
+        }
+    }
+
+    /// The handle of a send that found its uniqueness key held by task
+    /// `holder`: nothing was published.
+    pub(crate) fn duplicate(holder: String, task: String) -> Self {
+        Self {
+            task_id: holder,
+            task,
+            receiver: None,
+            pending: None,
+            duplicate: true,
             output: PhantomData,
         }
     }
@@ -53,9 +70,19 @@ impl<O: DeserializeOwned> TaskHandle<O> {
         }
     }
 
-    /// The task id.
+    /// The task id: for a [duplicate](TaskHandle::is_duplicate), the id
+    /// of the task that holds the uniqueness key.
     pub fn id(&self) -> &str {
         &self.task_id
+    }
+
+    /// Whether the send carried a uniqueness key that another task held:
+    /// nothing was published, and [`TaskHandle::id`] is the holder's id.
+    /// Such a handle cannot wait for the holder's result (it goes to the
+    /// holder's caller): [`TaskHandle::wait`] returns
+    /// [`CallError::Duplicate`] at once.
+    pub fn is_duplicate(&self) -> bool {
+        self.duplicate
     }
 
     /// Waits up to `timeout` for the result: the typed output, the worker's
@@ -63,6 +90,9 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     /// task id, or [`CallError::ResultLost`] if the reply queue went away.
     pub async fn wait(mut self, timeout: Duration) -> Result<O, CallError> {
         let task_id = self.task_id.clone();
+        if self.duplicate {
+            return Err(CallError::Duplicate { task_id });
+        }
         let Some(receiver) = self.receiver.take() else {
             return Err(CallError::ResultIgnored { task_id });
         };
@@ -97,6 +127,7 @@ impl<O> std::fmt::Debug for TaskHandle<O> {
             .field("task_id", &self.task_id)
             .field("task", &self.task)
             .field("awaits_result", &self.receiver.is_some())
+            .field("duplicate", &self.duplicate)
             .finish()
     }
 }

@@ -12,6 +12,11 @@
 //! [`TaskFailure`](celeriac_shared::TaskFailure). [`Producer::map`] sends a
 //! batch and gathers it as a [`Group`].
 //!
+//! A send with [`SendOptions::unique`](celeriac_shared::SendOptions::unique)
+//! publishes only if no other task holds its key; otherwise the handle
+//! names the holder ([`TaskHandle::is_duplicate`]). See
+//! [`UniqueLock`](celeriac_shared::UniqueLock).
+//!
 //! Operator tools (dead-letter and delay inspection, the dashboard, the
 //! `celeriac` CLI) live in `celeriac-admin`, so a service that only
 //! publishes compiles none of them.
@@ -46,6 +51,7 @@
 mod attempts;
 mod canvas;
 mod channels;
+mod claim;
 mod config;
 mod declarations;
 mod error;

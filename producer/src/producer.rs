@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::Span;
+use tracing::{Span, debug};
 
 use crate::attempts::{Attempts, Next};
 use crate::channels::Channels;
+use crate::claim::{Claim, claim};
 use crate::declarations::{Declarations, declare};
 use crate::replies::Replies;
 use crate::reply_slot::ReplySlot;
@@ -129,6 +130,15 @@ impl Producer {
     /// lost), the send is tried again with backoff until
     /// [`ProducerConfig::send_timeout`]; it returns `Ok` only once the
     /// broker confirmed the message, else [`Error::Unconfirmed`].
+    ///
+    /// With [`SendOptions::unique`], the key is claimed first: when
+    /// another task holds it, nothing is published and the handle names
+    /// the holder ([`TaskHandle::is_duplicate`]); when the holder cannot
+    /// be read within the send timeout, [`Error::HolderUnknown`]. If the
+    /// send fails after the key was claimed, the key stays held until the
+    /// task releases it (if it was published after all) or its TTL runs
+    /// out; sending again with the same [`SendOptions::task_id`] publishes
+    /// again, since the key's holder is that id.
     pub async fn send_raw<O: serde::de::DeserializeOwned>(
         &self,
         task: &str,
@@ -138,6 +148,15 @@ impl Producer {
     ) -> Result<TaskHandle<O>, Error> {
         let mut message = TaskMessage::new(task, args, kwargs);
         options.apply(&mut message, Utc::now());
+        if let Some(unique) = &options.unique {
+            self.check_size(&message)?;
+            let timeout = self.inner.config.send_timeout;
+            let claimed = claim(&self.inner.channels, unique, message.id(), timeout).await?;
+            if let Claim::Held(holder) = claimed {
+                debug!(task, holder = %holder, key = unique.key(), "uniqueness key held; not sent");
+                return Ok(TaskHandle::duplicate(holder, task.to_owned()));
+            }
+        }
         let slot = (!options.ignore_result).then_some(ReplySlot::Message);
         self.send_message(message, options.queue.as_deref(), slot)
             .await
@@ -260,13 +279,7 @@ impl Producer {
         let config = &self.inner.config;
         let now = Utc::now();
         let (body, properties) = message.encode(now)?;
-        if body.len() > config.max_message_size {
-            return Err(celeriac_shared::Error::Oversize {
-                size: body.len(),
-                limit: config.max_message_size,
-            }
-            .into());
-        }
+        self.check_body(&body)?;
         let queue = config.router.queue_for(message.task(), queue);
         let queue_def = config.topology.queue_def(queue);
         let (channels, declarations) = (&self.inner.channels, &self.inner.declarations);
@@ -320,6 +333,27 @@ impl Producer {
                 ConfirmError::Nacked | ConfirmError::NotRequested => Error::Nacked { task_id },
             }
         })
+    }
+
+    /// Refuses a message that would not be published: it does not encode,
+    /// or its body is over [`ProducerConfig::max_message_size`]. Checked
+    /// before a uniqueness key is claimed, so that a send that cannot
+    /// succeed holds no key.
+    fn check_size(&self, message: &TaskMessage) -> Result<(), Error> {
+        let (body, _) = message.encode(Utc::now())?;
+        self.check_body(&body)
+    }
+
+    fn check_body(&self, body: &[u8]) -> Result<(), Error> {
+        let limit = self.inner.config.max_message_size;
+        if body.len() > limit {
+            return Err(celeriac_shared::Error::Oversize {
+                size: body.len(),
+                limit,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Declares every queue of the topology and the default queue.

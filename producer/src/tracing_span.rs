@@ -98,5 +98,6 @@ fn error_type(err: &Error) -> &'static str {
         Error::Timeout { .. } => "timeout",
         Error::Workflow(_) => "workflow",
         Error::EmptyWorkflow { .. } => "empty_workflow",
+        Error::HolderUnknown { .. } => "holder_unknown",
     }
 }

@@ -49,6 +49,18 @@ pub fn is_not_found(err: &lapin::Error) -> bool {
     }
 }
 
+/// Whether the broker refused a declaration because the entity exists
+/// with other arguments (`PRECONDITION_FAILED`).
+pub(crate) fn is_precondition_failed(err: &lapin::Error) -> bool {
+    match err.kind() {
+        ErrorKind::ProtocolError(amqp) => matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+        ),
+        _ => false,
+    }
+}
+
 /// Refused, reset or timed-out connections heal; a TLS certificate the
 /// client rejects (`InvalidData`) or a bad address does not.
 fn is_transient_io(err: &io::Error) -> bool {
@@ -131,7 +143,7 @@ mod tests {
         let missing = amqp(AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND));
         assert!(!is_transient(&missing) && is_not_found(&missing));
         let differing = amqp(AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED));
-        assert!(!is_transient(&differing));
+        assert!(!is_transient(&differing) && is_precondition_failed(&differing));
         let vhost = amqp(AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED));
         assert!(!is_transient(&vhost));
         let certificate: lapin::Error =

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::{DEFAULT_QUEUE, DeadLetterRetention, Error, QueueDef, Route, Router, Topology};
+use crate::{
+    DEFAULT_QUEUE, DeadLetterRetention, Error, QueueDef, RateLimit, Route, Router, Topology,
+};
 
 /// The default maximum message body size: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
@@ -34,6 +36,12 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 /// [[route]]
 /// task = "reports.*"
 /// queue = "reports"
+///
+/// [[rate_limit]]
+/// task = "api.fetch"                # a task name, or a glob: "api.*"
+/// rate = "100/m"                    # N/s, N/m, N/h, or N per second
+/// scope = "cluster"                 # default: "worker"
+/// burst = 10                        # default: 1
 /// ```
 ///
 /// Unknown keys are errors, so a typo is reported with its line instead of
@@ -59,6 +67,10 @@ pub struct Config {
     /// Defaults to unlimited.
     #[serde(default)]
     pub dead_letters: DeadLetterRetention,
+    /// Rate limits by task name or glob (`[[rate_limit]]`), each task at
+    /// most once. Defaults to none.
+    #[serde(default, rename = "rate_limit")]
+    pub rate_limits: Vec<RateLimit>,
 }
 
 fn default_queue() -> String {
@@ -77,6 +89,7 @@ impl Default for Config {
             queues: Vec::new(),
             routes: Vec::new(),
             dead_letters: DeadLetterRetention::UNLIMITED,
+            rate_limits: Vec::new(),
         }
     }
 }
@@ -158,6 +171,7 @@ impl Config {
                 .validate()
                 .map_err(|err| invalid(err.to_string()))?;
         }
+        RateLimit::check_unique(&self.rate_limits).map_err(|err| invalid(err.to_string()))?;
         Ok(())
     }
 }
@@ -232,6 +246,83 @@ queue = "reports"
         assert!(bad.to_string().contains("line 2"), "{bad}");
         let zero = Config::from_toml("[dead_letters]\nmax_length = 0\n", "f").unwrap_err();
         assert!(zero.to_string().contains("positive"), "{zero}");
+    }
+
+    #[test]
+    fn rate_limits_are_read_with_their_defaults() {
+        let text = "[[rate_limit]]\ntask = \"api.fetch\"\nrate = \"100/m\"\nscope = \"cluster\"\n\
+                    burst = 10\n[[rate_limit]]\ntask = \"mail.*\"\nrate = 5\n";
+        let config = Config::from_toml(text, "f").unwrap();
+        let [fetch, mail] = &config.rate_limits[..] else {
+            panic!("two limits expected: {:?}", config.rate_limits)
+        };
+        assert_eq!(fetch.scope, crate::RateLimitScope::Cluster);
+        assert_eq!((fetch.rate.to_string(), fetch.burst), ("100/m".into(), 10));
+        assert_eq!(mail.scope, crate::RateLimitScope::Worker);
+        assert_eq!((mail.rate.to_string(), mail.burst), ("5/s".into(), 1));
+        assert!(mail.matches("mail.send"));
+    }
+
+    /// The message of the error `text` gives.
+    fn refusal(text: &str) -> String {
+        Config::from_toml(text, "celeriac.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_rate_of_zero_is_refused_naming_the_task_and_field() {
+        let err = refusal("[[rate_limit]]\ntask = \"api.fetch\"\nrate = \"0/m\"\n");
+        assert!(
+            err.contains("celeriac.toml")
+                && err.contains("line 1")
+                && err.contains("task `api.fetch`: `rate` `0/m` allows no task at all"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_unit_is_refused_naming_the_task_and_field() {
+        let err = refusal("[[rate_limit]]\ntask = \"api.fetch\"\nrate = \"10/d\"\n");
+        assert!(
+            err.contains("task `api.fetch`: `rate` `10/d` has the unknown unit `d`: use s, m or h"),
+            "{err}"
+        );
+        let err = refusal("[[rate_limit]]\ntask = \"api.fetch\"\nrate = 2.5\n");
+        assert!(err.contains("`rate` `2.5` is not a rate"), "{err}");
+    }
+
+    #[test]
+    fn a_burst_of_zero_is_refused_naming_the_task_and_field() {
+        let err = refusal("[[rate_limit]]\ntask = \"api.fetch\"\nrate = \"1/s\"\nburst = 0\n");
+        assert!(
+            err.contains("task `api.fetch`: `burst` must be at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_task_limited_twice_is_refused_naming_both_entries() {
+        let entry = "[[rate_limit]]\ntask = \"api.fetch\"\nrate = \"1/s\"\n";
+        let other = "[[rate_limit]]\ntask = \"api.*\"\nrate = \"1/s\"\n";
+        let err = refusal(&format!("{entry}{other}{entry}"));
+        assert!(
+            err.contains("number 3 repeats task `api.fetch` of number 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_scope_or_key_in_a_rate_limit_is_refused_with_its_line() {
+        let err = refusal("[[rate_limit]]\ntask = \"a\"\nrate = \"1/s\"\nscope = \"global\"\n");
+        assert!(
+            err.contains("line 4") && err.contains("expected `worker` or `cluster`"),
+            "{err}"
+        );
+        let err = refusal("[[rate_limit]]\ntask = \"a\"\nrate = \"1/s\"\nburts = 2\n");
+        assert!(err.contains("burts"), "{err}");
+        let err = refusal("[[rate_limit]]\ntask = \"\"\nrate = \"1/s\"\n");
+        assert!(err.contains("empty `task`"), "{err}");
     }
 
     #[test]

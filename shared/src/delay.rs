@@ -39,6 +39,23 @@ pub const DELAY_ENTRY_EXCHANGE: &str = "celery_delayed_27";
 /// The topic exchange at the bottom of the ladder, bound to every queue.
 pub const DELAY_DELIVERY_EXCHANGE: &str = "celery_delayed_delivery";
 
+/// The headers RabbitMQ adds to a message when it dead-letters it, as
+/// every level of the ladder does: `x-death` and its first and last
+/// summaries. A copy sent through the ladder again must not carry them:
+/// RabbitMQ silently drops a message dead-lettered into a queue that its
+/// `x-death` names already, without a rejection since (its dead-letter
+/// cycle detection), so a second trip through the same level would lose
+/// the copy.
+pub const DEAD_LETTERING_HEADERS: [&str; 7] = [
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+];
+
 /// The name of level `level`'s exchange and queue.
 fn level_name(level: u32) -> String {
     format!("celery_delayed_{level}")
@@ -84,6 +101,31 @@ impl DelayTopology {
             .map(|bit| ((seconds >> bit) & 1).to_string())
             .collect();
         Ok(format!("{}.{queue}", bits.join(".")))
+    }
+
+    /// The routing key that sends a message through the ladder for
+    /// `delay` to the millisecond, and the per-message TTL (`expiration`,
+    /// in milliseconds) to publish it with, `None` for a whole number of
+    /// seconds. Errors when the delay is longer than [`MAX_DELAY`].
+    ///
+    /// The ladder alone waits whole seconds: the key spells `delay`
+    /// rounded up, and the TTL shortens the message's first hop, the
+    /// level of the highest 1 bit, by the difference. RabbitMQ removes a
+    /// message's `expiration` when it dead-letters it, so the TTL applies
+    /// to that level only. Queues expire messages from their head, so a
+    /// message behind others that expire later waits for them: it arrives
+    /// at most at the rounded-up time, never before `delay`.
+    pub fn precise_route(delay: Duration, queue: &str) -> Result<(String, Option<u64>), Error> {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        let seconds = millis.div_ceil(1000).max(1);
+        let key = Self::routing_key(seconds, queue)?;
+        let short_by = (seconds * 1000).saturating_sub(millis);
+        if short_by == 0 {
+            return Ok((key, None));
+        }
+        let first_level = seconds.ilog2();
+        let first_hop = (1u64 << first_level) * 1000;
+        Ok((key, Some(first_hop - short_by)))
     }
 
     /// Declares the 28 levels and the delivery exchange, exactly as kombu's
@@ -249,6 +291,22 @@ mod tests {
     fn a_delay_over_the_maximum_is_an_error() {
         let err = DelayTopology::routing_key(1 << 28, "q").unwrap_err();
         assert!(err.to_string().contains("268435455"), "{err}");
+    }
+
+    #[test]
+    fn a_precise_route_shortens_the_first_hop_by_the_rounding() {
+        let route = |ms: u64| DelayTopology::precise_route(Duration::from_millis(ms), "q").unwrap();
+        let key = |seconds: u64| DelayTopology::routing_key(seconds, "q").unwrap();
+        // 1.3 s: level 1 (2 s) cut to 1.3 s.
+        assert_eq!(route(1_300), (key(2), Some(1_300)));
+        // 2.3 s: level 1 cut to 1.3 s, then level 0's whole second.
+        assert_eq!(route(2_300), (key(3), Some(1_300)));
+        // 0.25 s: level 0 cut to 0.25 s.
+        assert_eq!(route(250), (key(1), Some(250)));
+        // 9.9 s: level 3 (8 s) cut to 7.9 s, then level 1 (2 s).
+        assert_eq!(route(9_900), (key(10), Some(7_900)));
+        assert_eq!(route(4_000), (key(4), None));
+        assert!(DelayTopology::precise_route(MAX_DELAY + Duration::from_secs(1), "q").is_err());
     }
 
     #[test]

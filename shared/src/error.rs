@@ -112,6 +112,39 @@ pub enum Error {
         #[source]
         source: lapin::Error,
     },
+    /// An AMQP operation failed.
+    #[error("AMQP {what} failed")]
+    Broker {
+        /// The operation, e.g. `basic.consume`.
+        what: &'static str,
+        /// The broker's error.
+        #[source]
+        source: lapin::Error,
+    },
+    /// A cluster-wide rate limit's token queue exists with other
+    /// arguments, most likely another burst: workers (or an earlier
+    /// configuration) disagree about the limit.
+    #[error(
+        "rate-limit token queue `{queue}` exists with other arguments than a burst (x-max-length) \
+         of {burst}: every worker must configure the same burst for the task; to change it, stop \
+         the workers serving the task and delete the queue"
+    )]
+    RateLimitMismatch {
+        /// The token queue.
+        queue: String,
+        /// The burst this worker declared it with.
+        burst: u32,
+        /// The broker's refusal (`PRECONDITION_FAILED`).
+        #[source]
+        source: lapin::Error,
+    },
+    /// A leader election's consumer ended: its channel closed or the
+    /// queue was deleted.
+    #[error("the leadership consumer on `{queue}` ended")]
+    LeadershipEnded {
+        /// The election's queue.
+        queue: String,
+    },
 }
 
 impl Error {
@@ -119,7 +152,10 @@ impl Error {
     /// because the connection broke (see [`is_transient`](crate::is_transient)).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Declare { source, .. } => crate::is_transient(source),
+            Error::Declare { source, .. } | Error::Broker { source, .. } => {
+                crate::is_transient(source)
+            }
+            Error::LeadershipEnded { .. } => true,
             Error::NotJson(_)
             | Error::BodyShape(_)
             | Error::MissingHeader(_)
@@ -134,7 +170,8 @@ impl Error {
             | Error::ConfigRead { .. }
             | Error::Config { .. }
             | Error::DelayTooLong { .. }
-            | Error::InvalidBrokerUrl { .. } => false,
+            | Error::InvalidBrokerUrl { .. }
+            | Error::RateLimitMismatch { .. } => false,
         }
     }
 
@@ -157,7 +194,10 @@ impl Error {
             | Error::Config { .. }
             | Error::DelayTooLong { .. }
             | Error::InvalidBrokerUrl { .. }
-            | Error::Declare { .. } => false,
+            | Error::Declare { .. }
+            | Error::Broker { .. }
+            | Error::LeadershipEnded { .. }
+            | Error::RateLimitMismatch { .. } => false,
         }
     }
 }

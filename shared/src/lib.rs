@@ -8,8 +8,12 @@
 //! - [`Router`] and [`Topology`]: Celery-style routing of task names to
 //!   queues, and the exchanges and queues both sides declare.
 //! - [`Config`]: routing and topology loaded from a TOML file.
+//! - [`RateLimit`]: how many tasks of one name may start per second,
+//!   minute or hour, per worker or across the cluster.
 //! - [`Sender`]: the sending interface shared by the AMQP producer and the
 //!   worker's eager runner.
+//! - [`Uniqueness`] and [`UniqueLock`]: a send's uniqueness key and the
+//!   queues per key that enforce it on RabbitMQ.
 //! - [`WorkerEvent`]: Celery's worker events (online, heartbeat, offline)
 //!   that workers publish and monitors such as the dashboard consume.
 //! - [`trace_context`]: W3C `traceparent`, `tracestate` and `baggage` in
@@ -37,8 +41,12 @@ mod field_table;
 mod fuzz_tests;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+mod invalid_uniqueness;
+mod leadership;
 mod message;
 mod pidbox;
+mod rate;
+mod rate_limit;
 mod result;
 mod result_lost;
 mod revocation;
@@ -51,6 +59,9 @@ mod task_headers;
 mod time_limit;
 mod topology;
 pub mod trace_context;
+mod unique_lock;
+mod unique_until;
+mod uniqueness;
 mod worker_event;
 
 pub use arguments::{decode_arguments, encode_arguments};
@@ -67,8 +78,8 @@ pub use dead_letter::{
 };
 pub use dead_letter_retention::{DeadLetterRetention, InvalidRetention};
 pub use delay::{
-    DELAY_BITS, DELAY_DELIVERY_EXCHANGE, DELAY_ENTRY_EXCHANGE, DelayTopology, MAX_DELAY,
-    delay_until, strip_delay_prefix,
+    DEAD_LETTERING_HEADERS, DELAY_BITS, DELAY_DELIVERY_EXCHANGE, DELAY_ENTRY_EXCHANGE,
+    DelayTopology, MAX_DELAY, delay_until, strip_delay_prefix,
 };
 pub use delivery_count::{DELIVERIES_HEADER, QUORUM_DELIVERIES_HEADER};
 pub use error::Error;
@@ -76,10 +87,14 @@ pub use error_chain::ErrorChain;
 pub use field_table::{
     amqp_integer, amqp_str, field_table_to_json, integer_header, json_to_field_table, string_header,
 };
+pub use invalid_uniqueness::InvalidUniqueness;
+pub use leadership::{Leader, Leadership, TOKEN_RENEWAL};
 pub use message::{CONTENT_ENCODING, CONTENT_TYPE, Embed, TaskMessage};
 pub use pidbox::{
     PIDBOX_EXCHANGE, REPLY_EXCHANGE, declare_pidbox_exchanges, pidbox_queue_arguments,
 };
+pub use rate::{InvalidRate, Rate};
+pub use rate_limit::{InvalidRateLimit, RateLimit, RateLimitScope};
 pub use result::{ResultMessage, TaskFailure, TaskState};
 pub use result_lost::ResultLost;
 pub use revocation::{
@@ -94,6 +109,15 @@ pub use task_event::{TASK_EVENTS_BATCH_KEY, TaskEvent, TaskEventKind, python_rep
 pub use task_headers::TaskHeaders;
 pub use time_limit::TimeLimit;
 pub use topology::{Destination, ExchangeDef, ExchangeType, QueueDef, QueueType, Topology};
+pub use unique_lock::{
+    Acquire, Release, UNIQUE_HOLDER_PREFIX, UNIQUE_LOCK_PREFIX, UNIQUE_QUEUE_EXPIRES,
+    UNIQUE_RELEASE_PREFIX, UniqueLock, holder_record_ttl,
+};
+pub use unique_until::UniqueUntil;
+pub use uniqueness::{
+    DEFAULT_UNIQUE_TTL, MAX_UNIQUE_KEY_BYTES, MAX_UNIQUE_TTL, MIN_UNIQUE_TTL, UNIQUE_KEY_HEADER,
+    UNIQUE_UNTIL_HEADER, Uniqueness,
+};
 pub use worker_event::{
     DEFAULT_HEARTBEAT_INTERVAL, EVENT_EXCHANGE, WORKER_EVENTS_BINDING, WorkerEvent,
     WorkerEventKind, declare_event_exchange,

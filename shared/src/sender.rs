@@ -8,7 +8,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::{Error, ResultLost, Task, TaskFailure, TaskMessage, encode_arguments};
+use crate::{Error, ResultLost, Task, TaskFailure, TaskMessage, Uniqueness, encode_arguments};
 
 /// Per-call options of a send. Every field defaults to "not set".
 #[derive(Debug, Clone, Default)]
@@ -34,6 +34,11 @@ pub struct SendOptions {
     pub headers: Map<String, Value>,
     /// Do not send a result back; the caller cannot wait for one.
     pub ignore_result: bool,
+    /// Send only if no other task holds this key: a send whose key is held
+    /// publishes nothing and names the holder instead. The key travels in
+    /// the `celeriac_unique_key` and `celeriac_unique_until` headers, so
+    /// that the worker releases it. Defaults to none.
+    pub unique: Option<Uniqueness>,
 }
 
 impl SendOptions {
@@ -41,6 +46,14 @@ impl SendOptions {
     pub fn queue(queue: impl Into<String>) -> Self {
         Self {
             queue: Some(queue.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Options with `unique` set.
+    pub fn unique(unique: Uniqueness) -> Self {
+        Self {
+            unique: Some(unique),
             ..Self::default()
         }
     }
@@ -74,6 +87,9 @@ impl SendOptions {
         }
         for (key, value) in &self.headers {
             headers.extra.insert(key.clone(), value.clone());
+        }
+        if let Some(unique) = &self.unique {
+            unique.write_headers(&mut headers.extra);
         }
         message.priority = self.priority;
     }
@@ -113,6 +129,16 @@ pub enum CallError {
         task_id: String,
         /// Why.
         reason: ResultLost,
+    },
+    /// The send carried a uniqueness key that task `task_id` held, so
+    /// nothing was published; that task's result goes to the caller that
+    /// sent it, not to this one.
+    #[error(
+        "the uniqueness key was held by task {task_id}; its result goes to the caller that sent it"
+    )]
+    Duplicate {
+        /// The id of the task that holds the key.
+        task_id: String,
     },
     /// Encoding or decoding failed (arguments or result do not fit).
     #[error(transparent)]

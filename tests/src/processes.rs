@@ -6,8 +6,10 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout};
+use std::pin::Pin;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Child;
 
 use crate::{GUARD, broker_url};
 
@@ -49,7 +51,7 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
 pub struct DemoWorker {
     /// The process; killed on drop.
     pub child: Child,
-    lines: tokio::io::Lines<BufReader<ChildStdout>>,
+    lines: tokio::io::Lines<BufReader<Pin<Box<dyn AsyncRead + Send>>>>,
     /// Every log line read so far.
     pub log: Vec<String>,
 }
@@ -94,11 +96,32 @@ impl DemoWorker {
             .kill_on_drop(true)
             .spawn()?;
         let stdout = child.stdout.take().context("no stdout")?;
-        Ok(Self {
+        Ok(Self::reading(child, Box::pin(stdout)))
+    }
+
+    /// Starts the `celeriac` CLI with `args` and extra environment
+    /// variables, its log (on stderr, at `info`) readable line by line.
+    pub fn spawn_cli(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(workspace_binary("celeriac")?)
+            .args(args)
+            .env("CELERIAC_BROKER_URL", broker_url().expose())
+            .env("CELERIAC_LOG", "info,lapin=off")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        Ok(Self::reading(child, Box::pin(stderr)))
+    }
+
+    fn reading(child: Child, log: Pin<Box<dyn AsyncRead + Send>>) -> Self {
+        Self {
             child,
-            lines: BufReader::new(stdout).lines(),
+            lines: BufReader::new(log).lines(),
             log: Vec::new(),
-        })
+        }
     }
 
     /// Reads log lines until one contains `needle`; returns it.

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use celeriac_shared::BrokerUrl;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::{GUARD, celery_python, python_dir, wait_for_consumers};
@@ -51,6 +52,8 @@ pub struct Python {
     pub child: Child,
     stdout: Captured,
     stderr: Captured,
+    /// Woken whenever either stream grows.
+    grew: Arc<Notify>,
     /// The tasks copying stdout and stderr, done once the streams close.
     readers: Vec<JoinHandle<()>>,
 }
@@ -117,14 +120,24 @@ impl Python {
             .spawn()
             .with_context(|| format!("starting {} {args:?}", python.display()))?;
         let (stdout, stderr) = (Captured::default(), Captured::default());
+        let grew = Arc::new(Notify::new());
         let readers = vec![
-            tokio::spawn(copy_into(child.stdout.take(), Arc::clone(&stdout))),
-            tokio::spawn(copy_into(child.stderr.take(), Arc::clone(&stderr))),
+            tokio::spawn(copy_into(
+                child.stdout.take(),
+                Arc::clone(&stdout),
+                Arc::clone(&grew),
+            )),
+            tokio::spawn(copy_into(
+                child.stderr.take(),
+                Arc::clone(&stderr),
+                Arc::clone(&grew),
+            )),
         ];
         Ok(Self {
             child,
             stdout,
             stderr,
+            grew,
             readers,
         })
     }
@@ -158,6 +171,27 @@ impl Python {
             stdout: text(&self.stdout),
             stderr: text(&self.stderr),
         }
+    }
+
+    /// Waits up to [`GUARD`] until the output (stdout or stderr) contains
+    /// `needle`.
+    pub async fn wait_for_output(&self, needle: &str) -> anyhow::Result<()> {
+        let wait = async {
+            loop {
+                let grew = self.grew.notified();
+                let transcript = self.transcript();
+                if transcript.stdout.contains(needle) || transcript.stderr.contains(needle) {
+                    return;
+                }
+                grew.await;
+            }
+        };
+        tokio::time::timeout(GUARD, wait).await.with_context(|| {
+            format!(
+                "python wrote no `{needle}` within {GUARD:?}\n{}",
+                self.transcript()
+            )
+        })
     }
 
     /// Waits up to [`GUARD`] for the process to exit.
@@ -217,12 +251,13 @@ impl Python {
 }
 
 /// Copies a child's output stream into `into` until it closes.
-async fn copy_into(stream: Option<impl AsyncRead + Unpin>, into: Captured) {
+async fn copy_into(stream: Option<impl AsyncRead + Unpin>, into: Captured, grew: Arc<Notify>) {
     let Some(mut stream) = stream else { return };
     let mut buffer = [0u8; 4096];
     while let Ok(read @ 1..) = stream.read(&mut buffer).await {
         into.lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push_str(&String::from_utf8_lossy(&buffer[..read]));
+        grew.notify_waiters();
     }
 }

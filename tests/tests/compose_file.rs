@@ -239,3 +239,27 @@ fn url_host_ignores_credentials_port_and_vhost() {
     assert_eq!(url_host("amqp://guest:guest@rabbitmq:5672/%2f"), "rabbitmq");
     assert_eq!(url_host("amqp://rabbitmq"), "rabbitmq");
 }
+
+#[test]
+fn two_beat_replicas_run_the_demo_schedule() {
+    let beat = service("beat");
+    assert_eq!(beat["build"].as_str(), Some("."));
+    assert_eq!(
+        beat["deploy"]["replicas"].as_u64(),
+        Some(2),
+        "one leads, one stands by"
+    );
+    let words = command_words(&beat);
+    assert_eq!(&words[..2], ["celeriac", "beat"]);
+    let schedule = words.iter().position(|word| word == "--schedule").unwrap();
+    let mounted = beat["volumes"][0].as_str().unwrap();
+    assert_eq!(
+        mounted,
+        format!("./demo/schedule.toml:{}:ro", words[schedule + 1])
+    );
+    let text = include_str!("../../demo/schedule.toml");
+    let parsed = celeriac_admin::schedule::Schedule::from_toml(text, "demo/schedule.toml");
+    assert!(parsed.is_ok(), "{parsed:?}");
+    let broker = env_var(&beat, "CELERIAC_BROKER_URL").unwrap();
+    assert_eq!(url_host(&broker), "rabbitmq");
+}

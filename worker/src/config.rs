@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use celeriac_shared::{
-    BrokerUrl, CHORD_QUEUE, Config, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_QUEUE, DelayTopology, Router,
-    Topology,
+    BrokerUrl, CHORD_QUEUE, Config, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_QUEUE, DelayTopology,
+    RateLimit, Router, Topology,
 };
 
 use crate::{Backoff, ProducerSpan, RetryPolicy};
@@ -82,6 +82,13 @@ pub struct WorkerConfig {
     /// Whether this worker also consumes [`CHORD_QUEUE`] and joins
     /// celeriac chords (see `docs/architecture.md`). Defaults to true.
     pub join_chords: bool,
+    /// Rate limits by task name or glob, the first match winning: a task
+    /// over its limit is sent back through the delay topology, not run
+    /// (see `docs/schedules-uniqueness-rate-limits.md`). A limit with
+    /// scope `cluster` is shared with every worker that has it; all of
+    /// them must configure it alike. Defaults to none (`from_config`: the
+    /// file's `[[rate_limit]]` entries).
+    pub rate_limits: Vec<RateLimit>,
 }
 
 impl Default for WorkerConfig {
@@ -110,13 +117,14 @@ impl Default for WorkerConfig {
             router: Router::new(Vec::new(), DEFAULT_QUEUE),
             join_chords: true,
             task_events: false,
+            rate_limits: Vec::new(),
         }
     }
 }
 
 impl WorkerConfig {
-    /// Topology and size limit from a loaded [`Config`]; queues default to
-    /// its default queue.
+    /// Topology, size limit, routes and rate limits from a loaded
+    /// [`Config`]; queues default to its default queue.
     pub fn from_config(config: &Config, broker_url: BrokerUrl) -> Self {
         Self {
             broker_url,
@@ -124,6 +132,7 @@ impl WorkerConfig {
             topology: config.topology(),
             max_message_size: config.max_message_size,
             router: config.router(),
+            rate_limits: config.rate_limits.clone(),
             ..Self::default()
         }
     }

@@ -1,17 +1,17 @@
 //! Handle one delivery: decode it, ask [`plan`] what to do, run the
-//! handler when the plan says so, and carry out the final plan: publish a
-//! retry, postponed, counted or dead-letter copy, answer a waiting caller,
-//! acknowledge. Every copy is confirmed before the original is
-//! acknowledged; if a copy or result cannot be confirmed, the original is
-//! requeued instead.
+//! handler when the plan says so (and its rate limit lets it), and carry
+//! out the final plan: publish a retry, postponed, rate-limited, counted or
+//! dead-letter copy, answer a waiting caller, acknowledge. Every copy is
+//! confirmed before the original is acknowledged; if a copy or result
+//! cannot be confirmed, the original is requeued instead.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use celeriac_shared::{
     CHORD_CHECKS_HEADER, CHORD_JOIN_TASK, ChordJoin, DELIVERIES_HEADER, DeadLetter,
     QUORUM_DELIVERIES_HEADER, ResultMessage, Router, Signature, TaskFailure, TaskMessage,
-    check_interval, decode_arguments, integer_header, strip_delay_prefix,
+    Uniqueness, check_interval, decode_arguments, integer_header, strip_delay_prefix,
 };
 use chrono::Utc;
 use lapin::message::Delivery;
@@ -24,12 +24,14 @@ use crate::active_tasks::ActiveTasks;
 use crate::chord_join::{ChordJoiner, Joined};
 use crate::metrics::{Metrics, UNKNOWN_TASK};
 use crate::outcome::Outcome;
-use crate::plan::{Deliveries, Disposition, Facts, Plan, plan};
+use crate::plan::{Deliveries, Disposition, Facts, Plan, plan, releases_key};
 use crate::publish_error::PublishError;
 use crate::publisher::{Publisher, task_id, task_name};
+use crate::rate_limiter::{Admission, RateLimiter};
 use crate::revocations::Revoked;
 use crate::tally::Tally;
 use crate::task_events::TaskEvents;
+use crate::unique_keys::UniqueKeys;
 use crate::workflow::{self, Route, WorkflowError};
 use crate::{ProducerSpan, Registry, RetryPolicy, spans};
 
@@ -66,6 +68,11 @@ pub(crate) struct Dispatcher {
     pub(crate) active: Arc<ActiveTasks>,
     /// The revoked task ids.
     pub(crate) revoked: Arc<Revoked>,
+    /// Admits rate-limited tasks: a token from the worker's bucket or
+    /// the broker's token queue.
+    pub(crate) limiter: RateLimiter,
+    /// Releases unique tasks' keys.
+    pub(crate) keys: UniqueKeys,
 }
 
 /// Which workflow steps a finished task sends on.
@@ -125,6 +132,8 @@ impl Dispatcher {
             .retry
             .unwrap_or_else(|| self.retry.clone());
         let deliveries = deliveries(&delivery);
+        let mut rate_limited = None;
+        let mut ran = false;
         loop {
             let facts = Facts {
                 message: message.as_ref(),
@@ -137,9 +146,10 @@ impl Dispatcher {
                     .as_ref()
                     .is_some_and(|m| self.revoked.contains(m.id())),
                 outcome: outcome.as_ref(),
+                rate_limited,
             };
             match plan(&facts) {
-                Plan::Run { redelivered } => {
+                run @ Plan::Run { redelivered } => {
                     let Some(message) = message.as_mut() else {
                         unreachable!("only a decoded message is run")
                     };
@@ -148,6 +158,14 @@ impl Dispatcher {
                             .await;
                         return;
                     }
+                    if let Admission::Wait(wait) = self.limiter.admit(message.task()).await {
+                        rate_limited = Some(wait);
+                        continue;
+                    }
+                    if let Some((key, task_id)) = key_to_release(&delivery, &run, false) {
+                        self.keys.release(&key, &task_id).await;
+                    }
+                    ran = true;
                     self.send_started(message).await;
                     self.events.started(message.id()).await;
                     let hostname = self.events.hostname.as_str();
@@ -164,8 +182,13 @@ impl Dispatcher {
                 Plan::Skip(skipped) => outcome = Some(skipped),
                 plan => {
                     let finished = outcome.map(|outcome| (outcome, started));
-                    self.carry_out(source, &delivery, message.as_ref(), plan, finished)
+                    let release = key_to_release(&delivery, &plan, ran);
+                    let settled = self
+                        .carry_out(source, &delivery, message.as_ref(), plan, finished)
                         .await;
+                    if let (true, Some((key, task_id))) = (settled, release) {
+                        self.keys.release(&key, &task_id).await;
+                    }
                     return;
                 }
             }
@@ -175,6 +198,7 @@ impl Dispatcher {
     /// Publishes what `plan` takes, answers a waiting caller, then
     /// acknowledges the delivery, or requeues it when the broker did not
     /// confirm a publish: the one place a publish failure is decided.
+    /// Whether the delivery was acknowledged (not requeued).
     async fn carry_out(
         &self,
         source: &Source,
@@ -182,7 +206,7 @@ impl Dispatcher {
         message: Option<&TaskMessage>,
         plan: Plan,
         finished: Option<(Outcome, Instant)>,
-    ) {
+    ) -> bool {
         let queue = source.queue.as_str();
         let task = message.map_or("", |m| m.task());
         let retries = message.map_or(0, |m| m.headers.retries);
@@ -215,6 +239,13 @@ impl Dispatcher {
                 }
                 (copied, None)
             }
+            Plan::RateLimited { delay } => {
+                let copied = self.publisher.reschedule(delivery, queue, delay).await;
+                if copied.is_ok() {
+                    self.count_rate_limited(delivery, queue, task, delay);
+                }
+                (copied, None)
+            }
             Plan::Requeue { deliveries } => {
                 let copied = self
                     .publisher
@@ -235,11 +266,13 @@ impl Dispatcher {
             (Ok(()), Some(reply)) => self.publisher.reply(&reply.reply_to, &reply.result).await,
             (published, _) => published,
         };
+        let acked = confirmed.is_ok();
         settle(&source.acks, delivery, confirmed);
         if let (Some(message), Some((outcome, started))) = (message, &finished) {
             self.send_outcome_event(message, outcome, follows, started.elapsed())
                 .await;
         }
+        acked
     }
 
     /// The task event of a finished task, once its message is settled.
@@ -554,6 +587,23 @@ impl Dispatcher {
         }
     }
 
+    /// Logs and counts a task sent back through the delay because it was
+    /// over its rate limit: neither a failure nor a retry.
+    fn count_rate_limited(&self, delivery: &Delivery, queue: &str, task: &str, delay: Duration) {
+        let task_id = task_id(delivery).unwrap_or_default();
+        let seconds = delay.as_secs_f64();
+        info!(
+            task_id,
+            task,
+            seconds,
+            outcome = "rate limited",
+            "Task {task}[{task_id}] over its rate limit; back in {seconds:.3}s"
+        );
+        if let Some(metrics) = &self.metrics {
+            metrics.rate_limited(self.metric_task(task), queue);
+        }
+    }
+
     /// Counts a received message by task (registered names only, so that
     /// arbitrary names in messages do not create metric series).
     fn count_received(&self, task: Option<&str>, queue: &str) {
@@ -618,6 +668,15 @@ fn caller<'a>(
             Some((reply_to.as_str(), task_id.as_str()))
         }
     }
+}
+
+/// The uniqueness key a delivery carries and its task id, when carrying
+/// out `plan` lets go of the key ([`releases_key`]; `ran`: the handler
+/// ran for this delivery).
+fn key_to_release(delivery: &Delivery, plan: &Plan, ran: bool) -> Option<(String, String)> {
+    let (key, until) = Uniqueness::read_headers(delivery.properties.headers().as_ref())?;
+    let task_id = task_id(delivery)?;
+    releases_key(plan, until, ran).then(|| (key, task_id.to_owned()))
 }
 
 /// What the delivery and its headers say about earlier deliveries.

@@ -19,6 +19,9 @@ use crate::plan::{Disposition, disposition};
 /// Every message and result goes through the same encode and decode path
 /// as on the wire, so arguments or results that would not survive
 /// RabbitMQ fail here too.
+///
+/// Eager mode ignores queues, priorities, etas, expiries and uniqueness
+/// keys ([`SendOptions::unique`]): every send runs.
 #[derive(Debug, Clone)]
 pub struct EagerSender {
     registry: Registry,

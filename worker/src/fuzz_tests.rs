@@ -148,6 +148,7 @@ fn handle(
             policy: &policy,
             revoked: REVOKED.with(|revoked| revoked.get()),
             outcome: outcome.as_ref(),
+            rate_limited: None,
         };
         match plan(&facts) {
             Plan::Run { redelivered } => {
@@ -181,6 +182,7 @@ fn check_side_effects(
             }
         }
         Plan::Postpone { delay } => assert!(*delay > std::time::Duration::ZERO),
+        Plan::RateLimited { delay } => assert!(*delay >= std::time::Duration::from_secs(1)),
         Plan::Requeue { deliveries } => assert!(*deliveries < LIMIT),
         Plan::Run { .. } | Plan::Skip(_) => unreachable!("the loop runs these"),
     }

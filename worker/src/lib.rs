@@ -13,6 +13,11 @@
 //! with the error in their headers. Tasks with a future `eta` wait in the
 //! broker (Celery 5.5's delay topology), never in worker memory.
 //!
+//! [`WorkerConfig::rate_limits`] limits how many tasks of one name start
+//! per second, minute or hour, on each worker or across all of them (a
+//! token queue on the broker, refilled by one elected worker); a task
+//! over its limit goes back through the same delay topology, unrun.
+//!
 //! ```no_run
 //! use celeriac_shared::Task;
 //! use celeriac_worker::{TaskContext, TaskError, Worker, WorkerConfig};
@@ -69,9 +74,13 @@ mod heartbeat;
 mod metrics;
 mod metrics_server;
 mod outcome;
+mod pacer;
 mod plan;
 mod publish_error;
 mod publisher;
+mod rate_limiter;
+mod rate_limits;
+mod refiller;
 mod registry;
 mod retry;
 mod revocations;
@@ -80,6 +89,8 @@ mod spans;
 mod tally;
 mod task_error;
 mod task_events;
+mod token_bucket;
+mod unique_keys;
 mod worker;
 mod workflow;
 

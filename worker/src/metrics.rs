@@ -1,5 +1,6 @@
-//! The worker's Prometheus metrics: tasks by outcome, task and queue, task
-//! durations, tasks in flight, broker connection and readiness.
+//! The worker's Prometheus metrics: tasks by outcome (or rate limit), task
+//! and queue, task durations, tasks in flight, broker connection and
+//! readiness.
 //!
 //! Only a worker serving metrics ([`WorkerConfig::metrics_addr`]) keeps
 //! them; otherwise nothing is counted.
@@ -53,6 +54,7 @@ pub(crate) struct Metrics {
     retried: Tasks,
     dead_lettered: Tasks,
     expired: Tasks,
+    rate_limited: Tasks,
     duration: Durations,
     in_flight: Gauge,
     connected: Gauge,
@@ -79,6 +81,10 @@ impl Metrics {
             "tasks_expired",
             "Tasks received after their expires time, not run",
         );
+        let rate_limited = tasks(
+            "tasks_rate_limited",
+            "Tasks over their rate limit, sent back through the delay unrun (not failures, not retries)",
+        );
         let durations = Durations::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
         let duration = register(
             &mut registry,
@@ -102,6 +108,7 @@ impl Metrics {
             retried,
             dead_lettered,
             expired,
+            rate_limited,
             duration,
             in_flight,
             connected,
@@ -160,6 +167,12 @@ impl Metrics {
                 self.dead_lettered.get_or_create(&labels).inc();
             }
         }
+    }
+
+    /// Counts a task sent back through the delay because it was over its
+    /// rate limit.
+    pub(crate) fn rate_limited(&self, task: &str, queue: &str) {
+        self.rate_limited.get_or_create(&labels(task, queue)).inc();
     }
 
     /// Counts a delivery in flight until the guard drops.
@@ -240,8 +253,10 @@ mod tests {
             retry,
             Duration::from_millis(2),
         );
+        metrics.rate_limited("demo.add", "celery");
         let text = metrics.encode(ready());
         for line in [
+            r#"celeriac_tasks_rate_limited_total{task="demo.add",queue="celery"} 1"#,
             r#"celeriac_tasks_received_total{task="demo.add",queue="celery"} 2"#,
             r#"celeriac_tasks_succeeded_total{task="demo.add",queue="celery"} 1"#,
             r#"celeriac_tasks_failed_total{task="demo.add",queue="celery"} 1"#,

@@ -8,12 +8,23 @@
 
 use std::time::Duration;
 
-use celeriac_shared::{ResultMessage, TaskMessage, delay_until};
+use celeriac_shared::{ResultMessage, TaskMessage, UniqueUntil, delay_until};
 use chrono::{DateTime, Utc};
 
 use crate::RetryPolicy;
 use crate::TaskError;
 use crate::outcome::Outcome;
+
+/// The shortest time a task over its rate limit is sent away for: the
+/// delay topology's granularity, which also keeps a task from coming back
+/// at once, again and again, while its limit has no token.
+pub(crate) const SHORTEST_RATE_LIMIT_DELAY: Duration = Duration::from_secs(1);
+
+/// The most a rate-limited task's delay is lengthened at random, so that
+/// tasks turned away by different workers for the same moment do not all
+/// come back at once. (Those turned away by one worker are already told
+/// to come back a token interval apart.)
+pub(crate) const RATE_LIMIT_JITTER: Duration = Duration::from_millis(100);
 
 /// Everything known about one delivery when its fate is decided.
 #[derive(Debug)]
@@ -36,6 +47,10 @@ pub(crate) struct Facts<'a> {
     /// How handling ended, once the handler ran or was skipped; `None`
     /// before.
     pub(crate) outcome: Option<&'a Outcome>,
+    /// The task is over its rate limit: a token is expected after this
+    /// long. `None` when it has no limit, got its token, or was not asked
+    /// yet (the limit is asked only when the task would run).
+    pub(crate) rate_limited: Option<Duration>,
 }
 
 /// What the broker and the message's headers say about earlier
@@ -69,6 +84,16 @@ pub(crate) enum Plan {
     /// acknowledge the original. Nothing runs now and nobody is answered.
     Postpone {
         /// How long the copy waits.
+        delay: Duration,
+    },
+    /// The task would run but is over its rate limit: publish a copy with
+    /// the same retries and its `eta` set `delay` from now through the
+    /// delay topology, wait for the broker's confirm, then acknowledge the
+    /// original. Nothing runs now, nobody is answered, and it counts as
+    /// neither a failure nor a retry.
+    RateLimited {
+        /// How long the copy waits: until a token is expected for it, at
+        /// least a second, with a little jitter.
         delay: Duration,
     },
     /// The message was redelivered on a classic queue: publish a copy with
@@ -135,7 +160,12 @@ pub(crate) enum Disposition {
 /// Decides what happens to a delivery, given everything known about it.
 pub(crate) fn plan(facts: &Facts<'_>) -> Plan {
     let Some(outcome) = facts.outcome else {
-        return before_running(facts);
+        return match (before_running(facts), facts.rate_limited) {
+            (Plan::Run { .. }, Some(wait)) => Plan::RateLimited {
+                delay: rate_limit_delay(wait),
+            },
+            (plan, _) => plan,
+        };
     };
     let retries = facts.message.map_or(0, |m| m.headers.retries);
     let disposition = disposition(outcome, retries, facts.policy);
@@ -199,6 +229,15 @@ fn before_running(facts: &Facts<'_>) -> Plan {
     Plan::Requeue { deliveries: count }
 }
 
+/// How long a task over its rate limit waits in the delay topology, when
+/// a token is expected for it after `wait`: that long, at least
+/// [`SHORTEST_RATE_LIMIT_DELAY`], plus up to [`RATE_LIMIT_JITTER`], to the
+/// millisecond (the copy is sent with `DelayTopology::precise_route`).
+pub(crate) fn rate_limit_delay(wait: Duration) -> Duration {
+    let jitter = u64::try_from(RATE_LIMIT_JITTER.as_millis()).unwrap_or(u64::MAX);
+    wait.max(SHORTEST_RATE_LIMIT_DELAY) + Duration::from_millis(fastrand::u64(0..=jitter))
+}
+
 /// The fate of a message whose handling ended with `outcome`, after
 /// `retries` retries, under `policy`.
 pub(crate) fn disposition(outcome: &Outcome, retries: u32, policy: &RetryPolicy) -> Disposition {
@@ -238,6 +277,34 @@ fn retry(retries: u32, policy: &RetryPolicy, countdown: Option<Duration>) -> Dis
     Disposition::Retry { delay }
 }
 
+/// Whether carrying out `plan` lets go of the message's uniqueness key,
+/// held until `until`; `ran`: the handler ran for this delivery (so a key
+/// held until the task started was released when it did).
+///
+/// A key held until the task started is released when it is about to
+/// run; one held until it finished, once its outcome is final: acked
+/// (success, expiry, revocation) or dead-lettered (any reason). A retry,
+/// a postponed or a counted copy carries the key on: the copy decides.
+/// A task that never runs (expired, revoked, dead-lettered unrun) releases
+/// the key in both modes. The dispatcher releases only after the message
+/// was settled with an ack, never when it is requeued (it runs again).
+pub(crate) fn releases_key(plan: &Plan, until: UniqueUntil, ran: bool) -> bool {
+    match (plan, until) {
+        (Plan::Run { .. }, UniqueUntil::Started) => true,
+        (Plan::Run { .. }, UniqueUntil::Finished) => false,
+        (Plan::Ack { .. } | Plan::DeadLetter { .. }, UniqueUntil::Finished) => true,
+        (Plan::Ack { .. } | Plan::DeadLetter { .. }, UniqueUntil::Started) => !ran,
+        (
+            Plan::Retry { .. }
+            | Plan::Postpone { .. }
+            | Plan::RateLimited { .. }
+            | Plan::Requeue { .. }
+            | Plan::Skip(_),
+            _,
+        ) => false,
+    }
+}
+
 impl Plan {
     /// The fate of a finished message; `None` for the plans that come
     /// before the handler's outcome.
@@ -246,7 +313,11 @@ impl Plan {
             Plan::Ack { .. } => Some(Disposition::Ack),
             Plan::Retry { delay, .. } => Some(Disposition::Retry { delay: *delay }),
             Plan::DeadLetter { reason, .. } => Some(Disposition::DeadLetter { reason }),
-            Plan::Run { .. } | Plan::Skip(_) | Plan::Postpone { .. } | Plan::Requeue { .. } => None,
+            Plan::Run { .. }
+            | Plan::Skip(_)
+            | Plan::Postpone { .. }
+            | Plan::RateLimited { .. }
+            | Plan::Requeue { .. } => None,
         }
     }
 }
@@ -302,6 +373,122 @@ mod tests {
             disposition(&Outcome::Panicked("x".into()), 0, &strict),
             Disposition::DeadLetter { reason: "failed" }
         );
+    }
+
+    #[test]
+    fn a_key_held_until_started_is_released_when_the_task_starts_or_never_will() {
+        let started = UniqueUntil::Started;
+        assert!(releases_key(
+            &Plan::Run { redelivered: false },
+            started,
+            false
+        ));
+        assert!(!releases_key(&Plan::Ack { reply: None }, started, true));
+        assert!(releases_key(&Plan::Ack { reply: None }, started, false));
+        let expired = Plan::DeadLetter {
+            reason: "delivery limit",
+            reply: None,
+        };
+        assert!(releases_key(&expired, started, false));
+        let later = Plan::Postpone {
+            delay: Duration::from_secs(1),
+        };
+        assert!(!releases_key(&later, started, false));
+    }
+
+    #[test]
+    fn a_key_held_until_finished_survives_retries_and_goes_with_the_final_outcome() {
+        let finished = UniqueUntil::Finished;
+        assert!(!releases_key(
+            &Plan::Run { redelivered: true },
+            finished,
+            false
+        ));
+        let retry = Plan::Retry {
+            delay: Duration::from_secs(1),
+            reply: None,
+        };
+        assert!(!releases_key(&retry, finished, true));
+        assert!(!releases_key(
+            &Plan::Requeue { deliveries: 2 },
+            finished,
+            false
+        ));
+        assert!(releases_key(&Plan::Ack { reply: None }, finished, true));
+        let dead = Plan::DeadLetter {
+            reason: "rejected",
+            reply: None,
+        };
+        assert!(releases_key(&dead, finished, true));
+    }
+
+    /// The facts of a fresh delivery of `message`, over its rate limit
+    /// by `rate_limited`.
+    fn fresh<'a>(
+        message: &'a TaskMessage,
+        policy: &'a RetryPolicy,
+        rate_limited: Option<Duration>,
+    ) -> Facts<'a> {
+        Facts {
+            message: Some(message),
+            caller: Some(("reply", message.id())),
+            now: Utc::now(),
+            deliveries: Deliveries::default(),
+            delivery_limit: 5,
+            policy,
+            revoked: false,
+            outcome: None,
+            rate_limited,
+        }
+    }
+
+    #[test]
+    fn a_task_over_its_rate_limit_is_postponed_not_failed_nor_answered() {
+        let message = TaskMessage::new("api.fetch", Vec::new(), Default::default());
+        let policy = RetryPolicy::default();
+        let wait = Some(Duration::from_millis(300));
+        let Plan::RateLimited { delay } = plan(&fresh(&message, &policy, wait)) else {
+            panic!("not rate-limited")
+        };
+        let second = Duration::from_secs(1);
+        assert!(
+            delay >= second && delay <= second + RATE_LIMIT_JITTER,
+            "{delay:?}"
+        );
+        let again = plan(&fresh(&message, &policy, wait));
+        assert!(again.disposition().is_none());
+        assert!(matches!(
+            plan(&fresh(&message, &policy, None)),
+            Plan::Run { redelivered: false }
+        ));
+    }
+
+    #[test]
+    fn an_expired_or_early_task_is_handled_as_such_before_its_rate_limit() {
+        let mut message = TaskMessage::new("api.fetch", Vec::new(), Default::default());
+        let policy = RetryPolicy::default();
+        let wait = Some(Duration::from_secs(1));
+        message.headers.expires = Some((Utc::now() - chrono::Duration::seconds(1)).fixed_offset());
+        assert!(matches!(
+            plan(&fresh(&message, &policy, wait)),
+            Plan::Skip(Outcome::Expired)
+        ));
+        message.headers.expires = None;
+        message.headers.eta = Some((Utc::now() + chrono::Duration::seconds(30)).fixed_offset());
+        assert!(matches!(
+            plan(&fresh(&message, &policy, wait)),
+            Plan::Postpone { .. }
+        ));
+    }
+
+    #[test]
+    fn a_rate_limit_delay_is_at_least_a_second_with_a_little_jitter() {
+        let delays = |wait: Duration| (0..500).map(move |_| rate_limit_delay(wait));
+        let within = |low: Duration| move |d: Duration| d >= low && d <= low + RATE_LIMIT_JITTER;
+        assert!(delays(Duration::from_millis(10)).all(within(Duration::from_secs(1))));
+        assert!(delays(Duration::from_secs(60)).all(within(Duration::from_secs(60))));
+        let spread: std::collections::HashSet<Duration> = delays(Duration::ZERO).collect();
+        assert!(spread.len() > 20, "too little jitter: {}", spread.len());
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! Everything a worker publishes, each confirmed by the broker before the
-//! original delivery is settled: results, retry copies, postponed copies
-//! and dead letters. A crash between the copy and the ack may duplicate a
-//! task, never lose one.
+//! original delivery is settled: results, retry copies, postponed and
+//! rate-limited copies and dead letters. A crash between the copy and the
+//! ack may duplicate a task, never lose one.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use celeriac_shared::{
-    DEFAULT_QUEUE, DELAY_ENTRY_EXCHANGE, DELIVERIES_HEADER, DeadLetter, DeadLetterTopology,
-    DelayTopology, Destination, MAX_DELAY, QUORUM_DELIVERIES_HEADER, ResultMessage, TaskMessage,
-    Topology, check_confirm, string_header,
+    DEAD_LETTERING_HEADERS, DEFAULT_QUEUE, DELAY_ENTRY_EXCHANGE, DELIVERIES_HEADER, DeadLetter,
+    DeadLetterTopology, DelayTopology, Destination, MAX_DELAY, QUORUM_DELIVERIES_HEADER,
+    ResultMessage, TaskMessage, Topology, check_confirm, string_header,
 };
 use chrono::{SecondsFormat, Utc};
 use lapin::message::Delivery;
@@ -182,12 +182,14 @@ impl Publisher {
         delay: Duration,
         changes: &[(&str, AMQPValue)],
     ) -> Result<(), PublishError> {
-        self.delay_copy(delivery, queue, delay, changes, false)
+        self.delay_copy(delivery, queue, delay, changes, false, false)
             .await
     }
 
     /// As [`Publisher::delay`]; with `continue_trace`, the copy's trace
-    /// headers name this publish as the parent of the next attempt.
+    /// headers name this publish as the parent of the next attempt; with
+    /// `precise`, the delay is kept to the millisecond instead of rounded
+    /// up (see [`DelayTopology::precise_route`]).
     async fn delay_copy(
         &self,
         delivery: &Delivery,
@@ -195,31 +197,42 @@ impl Publisher {
         delay: Duration,
         changes: &[(&str, AMQPValue)],
         continue_trace: bool,
+        precise: bool,
     ) -> Result<(), PublishError> {
         let mut headers = FieldTable::default();
         let original = delivery.properties.headers().clone().unwrap_or_default();
+        let counters = [DELIVERIES_HEADER, QUORUM_DELIVERIES_HEADER];
         for (key, value) in original.inner() {
-            if ![DELIVERIES_HEADER, QUORUM_DELIVERIES_HEADER].contains(&key.as_str()) {
+            let key_str = key.as_str();
+            let dropped = counters.contains(&key_str) || DEAD_LETTERING_HEADERS.contains(&key_str);
+            if !dropped {
                 headers.insert(key.clone(), value.clone());
             }
         }
         for (key, value) in changes {
             headers.insert((*key).into(), value.clone());
         }
-        let seconds = delay.min(MAX_DELAY).as_millis().div_ceil(1000);
-        let seconds = u64::try_from(seconds).unwrap_or(u64::MAX);
-        let (exchange, key) = match seconds {
-            0 => ("", queue.to_owned()),
-            _ => (
-                DELAY_ENTRY_EXCHANGE,
-                DelayTopology::routing_key(seconds, queue)?,
-            ),
+        let delay = delay.min(MAX_DELAY);
+        let seconds = u64::try_from(delay.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
+        let (exchange, key, expiration) = match (seconds, precise) {
+            (0, _) => ("", queue.to_owned(), None),
+            (_, true) => {
+                let (key, expiration) = DelayTopology::precise_route(delay, queue)?;
+                (DELAY_ENTRY_EXCHANGE, key, expiration)
+            }
+            (_, false) => {
+                let key = DelayTopology::routing_key(seconds, queue)?;
+                (DELAY_ENTRY_EXCHANGE, key, None)
+            }
         };
         let span = spans::publish(exchange, &key, task_id(delivery));
         if continue_trace {
             spans::inject(&span, &mut headers);
         }
-        let properties = without_expiration(&delivery.properties).with_headers(headers);
+        let mut properties = without_expiration(&delivery.properties).with_headers(headers);
+        if let Some(millis) = expiration {
+            properties = properties.with_expiration(millis.to_string().into());
+        }
         self.publish(span, exchange, &key, &delivery.data, properties, true)
             .await
     }
@@ -242,7 +255,28 @@ impl Publisher {
                 AMQPValue::LongString(LongString::from(eta.as_bytes())),
             ),
         ];
-        self.delay_copy(delivery, queue, delay, &changes, true)
+        self.delay_copy(delivery, queue, delay, &changes, true, false)
+            .await
+    }
+
+    /// Sends a copy that waits `delay` (to the millisecond, see
+    /// [`DelayTopology::precise_route`]) in the delay topology before it
+    /// arrives in `queue` again, its `eta` set to then and its `retries`
+    /// kept: a task over its rate limit.
+    pub(crate) async fn reschedule(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        delay: Duration,
+    ) -> Result<(), PublishError> {
+        let delay = delay.min(MAX_DELAY);
+        let eta = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let eta = eta.to_rfc3339_opts(SecondsFormat::Micros, false);
+        let changes = [(
+            "eta",
+            AMQPValue::LongString(LongString::from(eta.as_bytes())),
+        )];
+        self.delay_copy(delivery, queue, delay, &changes, false, true)
             .await
     }
 

@@ -22,9 +22,13 @@ use crate::health::Health;
 use crate::heartbeat::{Heartbeat, Identity};
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use crate::rate_limiter::RateLimiter;
+use crate::rate_limits::RateLimits;
+use crate::refiller::Refillers;
 use crate::revocations::{RevocationFollower, Revoked};
 use crate::tally::Tally;
 use crate::task_events::{EventFlusher, EventSwitch, TaskEvents};
+use crate::unique_keys::UniqueKeys;
 use crate::{Error, Registry, WorkerConfig};
 
 /// What every session of a worker shares.
@@ -51,6 +55,9 @@ pub(crate) struct Shared<'a> {
     pub(crate) started: std::time::Instant,
     /// The revoked task ids, kept across sessions.
     pub(crate) revoked: &'a Arc<Revoked>,
+    /// The tasks' rate limits, with the buckets of those per worker, kept
+    /// across sessions.
+    pub(crate) rate_limits: &'a Arc<RateLimits>,
 }
 
 /// Deliveries from all consumed queues, each with where it came from.
@@ -90,6 +97,8 @@ pub(crate) struct Session {
     control: Control,
     /// Follows the revocation stream, when the broker lets it.
     revocations: Option<RevocationFollower>,
+    /// Stand for election as the refillers of cluster-wide rate limits.
+    refillers: Refillers,
 }
 
 impl Session {
@@ -152,6 +161,7 @@ impl Session {
                     .collect();
                 shared.health.consuming(channels);
                 Ok(Self {
+                    refillers: Refillers::start(&connection, shared.rate_limits),
                     connection,
                     consumers,
                     deliveries,
@@ -187,6 +197,7 @@ impl Session {
             heartbeat,
             control,
             revocations,
+            refillers,
         } = self;
         let mut in_flight = JoinSet::new();
         let lost = pump(
@@ -228,6 +239,7 @@ impl Session {
         if let Some(revocations) = revocations {
             revocations.stop().await;
         }
+        refillers.stop().await;
         close(connection, consumers, dispatcher).await;
         ended
     }
@@ -261,6 +273,7 @@ async fn close(
         .channel
         .close(200, "worker shutdown".into())
         .await;
+    dispatcher.limiter.close().await;
     let flusher = dispatcher.events.take_flusher();
     drop(dispatcher);
     if let Some(flusher) = flusher {
@@ -303,7 +316,8 @@ fn panel(
     }
 }
 
-/// Opens the results channel, declares, and starts the consumers.
+/// Opens the results channel, declares (the rate-limit token queues
+/// too), and starts the consumers.
 async fn start(
     connection: &Arc<Connection>,
     config: &WorkerConfig,
@@ -318,6 +332,7 @@ async fn start(
         .await
         .map_err(Error::amqp("confirm.select"))?;
     declare(config, connection).await?;
+    let limiter = RateLimiter::start(connection, Arc::clone(shared.rate_limits)).await?;
     let events = connection
         .create_channel()
         .await
@@ -327,6 +342,7 @@ async fn start(
     let (consumers, streams, arrivals) = Consumers::start(connection, config).await?;
     let deliveries = futures::stream::select_all(streams);
     let dispatcher = Arc::new(Dispatcher {
+        limiter,
         registry: shared.registry.clone(),
         publisher: Publisher::new(results, config.topology.clone(), Arc::clone(connection)),
         router: config.router.clone(),
@@ -339,6 +355,7 @@ async fn start(
             hostname: shared.node.clone(),
             clock: Arc::clone(shared.event_clock),
         },
+        keys: UniqueKeys::new(Arc::clone(connection)),
         joiner: config.join_chords.then(|| ChordJoiner {
             connection: Arc::clone(connection),
         }),

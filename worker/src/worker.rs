@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::health::Health;
 use crate::heartbeat::Identity;
 use crate::metrics_server::MetricsServer;
+use crate::rate_limits::RateLimits;
 use crate::session::{Ended, Session, Shared};
 use crate::tally::Tally;
 use crate::task_events::EventSwitch;
@@ -143,6 +144,8 @@ impl Worker {
         let identity = config
             .heartbeat_interval
             .map(|_| Arc::new(Identity::new(config, node.clone(), Arc::clone(&tally))));
+        let rate_limits = RateLimits::new(&config.rate_limits, &self.registry.names());
+        let rate_limits = Arc::new(rate_limits);
         let shared = Shared {
             registry: &self.registry,
             node,
@@ -154,6 +157,7 @@ impl Worker {
             event_clock: &event_clock,
             stop: &remote_stop,
             revoked: &Arc::default(),
+            rate_limits: &rate_limits,
             started: std::time::Instant::now(),
         };
         let mut failures = 0;

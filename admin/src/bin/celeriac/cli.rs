@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use celeriac_shared::UniqueUntil;
 use celeriac_telemetry::LogFormat;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{dashboard, dlq, retries};
+use crate::{beat, dashboard, dlq, retries};
 
 /// Command-line flags.
 #[derive(Debug, Parser)]
@@ -53,6 +54,18 @@ pub(crate) enum Command {
         /// Message priority (needs a queue with max_priority).
         #[arg(long)]
         priority: Option<u8>,
+        /// Send only if no other task holds this uniqueness key; if one
+        /// does, send nothing and print the holder's id instead.
+        #[arg(long)]
+        unique_key: Option<String>,
+        /// When the worker releases the key: when the task `started`, or
+        /// when it `finished` (succeeded or was dead-lettered).
+        #[arg(long, default_value = "finished", requires = "unique_key")]
+        unique_until: UniqueUntil,
+        /// How long the key is held at most, whatever happens to the task
+        /// or its worker, e.g. `10m` (from 1s to 24h).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, requires = "unique_key")]
+        unique_ttl: Duration,
     },
     /// Send a task and print its result as JSON.
     Call {
@@ -98,6 +111,9 @@ pub(crate) enum Command {
     Revoke(RevokeArgs),
     /// Steer the workers over Celery's remote control.
     Control(ControlArgs),
+    /// Send the tasks of a schedule when they fall due; run several for
+    /// failover, one leads. `--check FILE` validates a schedule.
+    Beat(beat::BeatArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use celeriac_producer::{Producer, ProducerConfig};
-use celeriac_shared::{BrokerUrl, CallError, Config, SendOptions, Task};
+use celeriac_shared::{BrokerUrl, CallError, Config, SendOptions, Task, Uniqueness};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -13,6 +13,14 @@ use serde_json::{Map, Value};
 use crate::cli::{Cli, Command, TaskArgs, TopologyAction};
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Beat(crate::beat::BeatArgs {
+        check: Some(file),
+        runs,
+        ..
+    }) = &cli.command
+    {
+        return crate::beat::check(file, *runs);
+    }
     let file = match &cli.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -26,19 +34,37 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             task,
             countdown,
             priority,
+            unique_key,
+            unique_until,
+            unique_ttl,
         } => {
             let (args, kwargs) = parse_arguments(&task)?;
+            let unique = match unique_key {
+                Some(key) => Some(
+                    Uniqueness::new(key)?
+                        .with_until(unique_until)
+                        .with_ttl(unique_ttl)?,
+                ),
+                None => None,
+            };
             let options = SendOptions {
                 queue: task.queue.clone(),
                 countdown,
                 priority,
                 ignore_result: true,
+                unique,
                 ..SendOptions::default()
             };
             let handle = producer
                 .send_raw::<Box<RawValue>>(&task.task, args, kwargs, options)
                 .await?;
             println!("{}", handle.id());
+            if handle.is_duplicate() {
+                eprintln!(
+                    "not sent: the uniqueness key is held by task {}",
+                    handle.id()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Call { task, timeout } => call(&producer, &task, timeout).await,
@@ -62,6 +88,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => crate::inspect::inspect(&producer, args).await,
         Command::Revoke(args) => crate::inspect::revoke(&producer, args).await,
         Command::Control(args) => crate::inspect::control(&producer, args).await,
+        Command::Beat(args) => crate::beat::run(&producer, args).await,
         Command::Queues => {
             for queue in file.queue_names() {
                 match producer.queue_stats(&queue).await? {

@@ -16,6 +16,7 @@
 //! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each send is exported as a
 //! `publish` span, flushed before the command exits.
 
+mod beat;
 mod cli;
 mod commands;
 mod dashboard;
