@@ -1,15 +1,16 @@
 //! `celeriac beat` on the real broker: one leader among replicas, a
 //! SIGKILLed leader replaced without a duplicate or a gap, and beat's tasks
-//! run by a Python Celery worker.
+//! run by a Python Celery worker. Each test runs in a vhost of its own.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
 use celeriac_admin::beat::{Beat, TickRecord};
+use celeriac_shared::BrokerUrl;
 use celeriac_shared::TaskMessage;
 use celeriac_tests::DemoWorker;
 use celeriac_tests::Python;
-use celeriac_tests::{broker_url, channel, consume, delete_queues, next_delivery, unique};
+use celeriac_tests::{Vhost, channel_on, consume, next_delivery, unique};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
 /// The ticks of an entry `every = "<period> s"` that a test can see: one
@@ -31,28 +32,32 @@ fn schedule_file(body: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
-/// Starts `celeriac beat` on `file` as schedule `name`.
-fn beat(file: &std::path::Path, name: &str) -> anyhow::Result<DemoWorker> {
+/// Starts `celeriac beat` on `file` as schedule `name`, on the broker at
+/// `url`.
+fn beat(file: &std::path::Path, name: &str, url: &BrokerUrl) -> anyhow::Result<DemoWorker> {
     let file = file.to_str().context("a UTF-8 temp path")?;
-    DemoWorker::spawn_cli(&["beat", "--schedule", file, "--name", name], &[])
+    let env = [("CELERIAC_BROKER_URL", url.expose())];
+    DemoWorker::spawn_cli(&["beat", "--schedule", file, "--name", name], &env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_beat_hands_over_without_a_duplicate_or_a_gap() -> anyhow::Result<()> {
+    let vhost = Vhost::create()?;
+    let url = vhost.url();
     let name = unique("beat");
     let queue = unique("beat-ticks");
     let period = 2;
     let file = schedule_file(&format!(
         "[[schedule]]\nname = \"tick\"\ntask = \"beat_test.tick\"\nevery = \"{period}s\"\nqueue = \"{queue}\"\n"
     ))?;
-    let mut first = beat(&file, &name)?;
+    let mut first = beat(&file, &name, &url)?;
     first.wait_for_line("beat: leading").await?;
-    let mut second = beat(&file, &name)?;
+    let mut second = beat(&file, &name, &url)?;
     second
         .wait_for_line("beat: standing for leadership")
         .await?;
 
-    let (connection, channel) = channel().await?;
+    let (connection, channel) = channel_on(&url).await?;
     let mut tasks = consume(&channel, &queue).await?;
     let mut received = Vec::new();
     for _ in 0..3 {
@@ -85,26 +90,21 @@ async fn a_killed_beat_hands_over_without_a_duplicate_or_a_gap() -> anyhow::Resu
         );
     }
     let _ = connection.close(200, "OK".into()).await;
-    delete_queues(&[
-        &queue,
-        &Beat::leader_queue(&name),
-        &Beat::record_queue(&name),
-    ])
-    .await;
     let _ = std::fs::remove_file(file);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_celery_worker_runs_the_tasks_beat_sends() -> anyhow::Result<()> {
+    let vhost = Vhost::create()?;
+    let url = vhost.url();
     let name = unique("beat");
     let queue = unique("beat-py");
     let file = schedule_file(&format!(
         "[[schedule]]\nname = \"echo\"\ntask = \"py.echo\"\nevery = \"1s\"\nargs = [\"from beat\"]\nqueue = \"{queue}\"\n"
     ))?;
-    let broker = broker_url();
-    let celery = Python::celery_worker(&broker, &queue, &unique("beat-py")).await?;
-    let mut beat = beat(&file, &name)?;
+    let celery = Python::celery_worker(&url, &queue, &unique("beat-py")).await?;
+    let mut beat = beat(&file, &name, &url)?;
     beat.wait_for_line("beat: sent").await?;
     celery.wait_for_output("succeeded").await?;
     beat.kill().await?;
@@ -113,18 +113,14 @@ async fn a_python_celery_worker_runs_the_tasks_beat_sends() -> anyhow::Result<()
         transcript.stderr.contains("Task py.echo["),
         "the Celery worker ran no py.echo:\n{transcript}"
     );
-    delete_queues(&[
-        &queue,
-        &Beat::leader_queue(&name),
-        &Beat::record_queue(&name),
-    ])
-    .await;
     let _ = std::fs::remove_file(file);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_missed_while_no_beat_ran_are_sent_once_not_in_a_burst() -> anyhow::Result<()> {
+    let vhost = Vhost::create()?;
+    let url = vhost.url();
     let name = unique("beat");
     let queue = unique("beat-missed");
     let period = 2;
@@ -132,7 +128,7 @@ async fn ticks_missed_while_no_beat_ran_are_sent_once_not_in_a_burst() -> anyhow
         "[[schedule]]\nname = \"tick\"\ntask = \"beat_test.tick\"\nevery = \"{period}s\"\nqueue = \"{queue}\"\n"
     ))?;
     // A record as a beat that stopped 20 ticks ago left it.
-    let (connection, channel) = channel().await?;
+    let (connection, channel) = channel_on(&url).await?;
     let record_queue = Beat::record_queue(&name);
     TickRecord::declare(&channel, &record_queue).await?;
     let long_ago = Utc::now() - Duration::seconds(20 * period);
@@ -151,7 +147,7 @@ async fn ticks_missed_while_no_beat_ran_are_sent_once_not_in_a_burst() -> anyhow
         .await?;
 
     let started = Utc::now();
-    let mut beat = beat(&file, &name)?;
+    let mut beat = beat(&file, &name, &url)?;
     beat.wait_for_line("beat: leading").await?;
     let mut tasks = consume(&channel, &queue).await?;
     let ticks = ticks_by_task_id(&name, "tick", period);
@@ -175,7 +171,6 @@ async fn ticks_missed_while_no_beat_ran_are_sent_once_not_in_a_burst() -> anyhow
         "no burst: {sent:?}"
     );
     let _ = connection.close(200, "OK".into()).await;
-    delete_queues(&[&queue, &Beat::leader_queue(&name), &record_queue]).await;
     let _ = std::fs::remove_file(file);
     Ok(())
 }

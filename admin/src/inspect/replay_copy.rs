@@ -1,24 +1,16 @@
 //! The copy of a dead letter that a replay publishes.
 
-use celeriac_shared::{DELIVERIES_HEADER, QUORUM_DELIVERIES_HEADER, dead_letter_headers};
+use celeriac_shared::{
+    DEAD_LETTERING_HEADERS, DELIVERIES_HEADER, QUORUM_DELIVERIES_HEADER, dead_letter_headers,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
-/// Headers a replay removes besides the dead-letter headers: RabbitMQ's
-/// dead-lettering history and the delivery counters, so the replayed task
-/// gets a fresh delivery limit.
-const HISTORY_HEADERS: [&str; 9] = [
-    "x-death",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-first-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
-    "x-last-death-exchange",
-    QUORUM_DELIVERIES_HEADER,
-    DELIVERIES_HEADER,
-];
+/// Delivery counters a replay removes besides the dead-letter headers and
+/// RabbitMQ's dead-lettering history, so the replayed task gets a fresh
+/// delivery limit.
+const COUNTERS: [&str; 2] = [QUORUM_DELIVERIES_HEADER, DELIVERIES_HEADER];
 
 /// The properties of the replayed copy of a dead letter: the original
 /// properties with the dead-letter headers and delivery history removed,
@@ -32,7 +24,8 @@ pub(crate) fn replay_properties(
     let mut headers = FieldTable::default();
     for (key, value) in original.headers().clone().unwrap_or_default().inner() {
         let name = key.as_str();
-        if !dead_letter_headers::ALL.contains(&name) && !HISTORY_HEADERS.contains(&name) {
+        let history = DEAD_LETTERING_HEADERS.contains(&name) || COUNTERS.contains(&name);
+        if !dead_letter_headers::ALL.contains(&name) && !history {
             headers.insert(key.clone(), value.clone());
         }
     }
