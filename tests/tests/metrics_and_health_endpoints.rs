@@ -102,12 +102,29 @@ async fn metrics_count_a_success_and_a_failure_by_task_and_queue() {
     }
 
     assert_eq!(http_get(&format!("{base}/healthz")).await.unwrap().0, 200);
-    let (status, body) = http_get(&format!("{base}/readyz")).await.unwrap();
-    assert_eq!(status, 200, "{body}");
+    let body = ready(&format!("{base}/readyz")).await;
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["ready"], true);
     worker.stop().await.unwrap();
     delete_queues(&[&queue]).await;
+}
+
+/// Polls `/readyz` until it answers 200 (the worker marks itself ready
+/// just after its consumers are registered, so the broker may show them a
+/// moment earlier); returns the body. Fails after [`GUARD`].
+async fn ready(readyz: &str) -> String {
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        let (status, body) = http_get(readyz).await.unwrap();
+        if status == 200 {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready after {GUARD:?}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A registry whose `demo.sleep` reports that it started and then waits
@@ -146,7 +163,7 @@ async fn readyz_says_not_ready_while_the_broker_connection_is_down_and_ready_onc
             .await
             .unwrap();
     let readyz = format!("{base}/readyz");
-    assert_eq!(http_get(&readyz).await.unwrap().0, 200);
+    ready(&readyz).await;
 
     // A task in flight when the connection goes: the worker abandons it.
     let producer = producer_for(&queue).await.unwrap();
@@ -191,14 +208,7 @@ async fn readyz_says_not_ready_while_the_broker_connection_is_down_and_ready_onc
     );
 
     // The worker reconnects by itself and is ready again.
-    let deadline = tokio::time::Instant::now() + GUARD;
-    while http_get(&readyz).await.unwrap().0 != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not ready again after {GUARD:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ready(&readyz).await;
     let (_, page) = http_get(&format!("{base}/metrics")).await.unwrap();
     assert_eq!(
         sample(&page, "celeriac_broker_connected"),
