@@ -3,25 +3,28 @@
 //! key when the task starts or finishes (a retry keeps it, a dead letter
 //! releases it), a killed worker's key is released by its TTL, and bad
 //! keys and TTLs are refused before anything is sent.
+//!
+//! Each test runs in a vhost of its own, with queues of its own.
 #![allow(clippy::unwrap_used)]
 
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use celeriac_demo::{Sleep, SleepArgs};
-use celeriac_producer::{Producer, TaskHandle};
+use celeriac_producer::{Producer, ProducerConfig, TaskHandle};
 use celeriac_shared::{
-    CallError, DeadLetterTopology, InvalidUniqueness, MAX_UNIQUE_TTL, SendOptions, Task,
-    UniqueLock, UniqueUntil, Uniqueness,
+    BrokerUrl, CallError, DeadLetterTopology, InvalidUniqueness, MAX_UNIQUE_TTL, Router,
+    SendOptions, Task, UniqueLock, UniqueUntil, Uniqueness,
 };
 use celeriac_tests::{
-    DemoWorker, GUARD, TestWorker, celeriac, channel, delete_queues, init_logging, message_count,
-    producer_for, unique, within,
+    DemoWorker, GUARD, TestWorker, Vhost, channel_on, init_logging, message_count, unique, within,
+    workspace_binary,
 };
-use celeriac_worker::{Registry, TaskError};
+use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use futures::future::join_all;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -144,21 +147,47 @@ async fn next_start(probe: &mut Probe) -> (String, u32) {
     within("a task start", probe.started.recv()).await.unwrap()
 }
 
-/// Deletes the key's lock and holder queues and the task queue.
-async fn clean_up(queue: &str, key: &str) {
-    let lock = UniqueLock::new(key);
-    let (connection, channel) = channel().await.unwrap();
-    for name in lock.queues() {
-        let _ = channel
-            .queue_delete(name.into(), QueueDeleteOptions::default())
-            .await;
-    }
-    let _ = connection.close(200, "OK".into()).await;
-    delete_queues(&[queue]).await;
+/// A producer on the vhost at `url` that routes every task to `queue`.
+async fn producer_in(url: &BrokerUrl, queue: &str) -> Producer {
+    let config = ProducerConfig {
+        broker_url: url.clone(),
+        router: Router::new(Vec::new(), queue),
+        ..ProducerConfig::default()
+    };
+    Producer::connect(config).await.unwrap()
 }
 
-async fn queue_exists(name: &str) -> bool {
-    let (connection, channel) = channel().await.unwrap();
+/// An in-process worker on `queue` of the vhost at `url`, consuming.
+async fn worker_in(url: &BrokerUrl, queue: &str, registry: Registry) -> TestWorker {
+    let config = WorkerConfig {
+        broker_url: url.clone(),
+        queues: vec![queue.to_owned()],
+        concurrency: 8,
+        ..WorkerConfig::default()
+    };
+    TestWorker::start_with(config, registry).await.unwrap()
+}
+
+/// Runs the `celeriac` binary with `args` against the vhost at `url`.
+async fn celeriac_in(url: &BrokerUrl, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(workspace_binary("celeriac").unwrap())
+        .args(args)
+        .env("CELERIAC_BROKER_URL", url.expose())
+        .kill_on_drop(true)
+        .output();
+    within(&format!("celeriac {args:?}"), run).await.unwrap()
+}
+
+/// The number of ready messages in `queue` of the vhost at `url`.
+async fn ready_in(url: &BrokerUrl, queue: &str) -> u32 {
+    let (connection, channel) = channel_on(url).await.unwrap();
+    let count = message_count(&channel, queue).await.unwrap();
+    let _ = connection.close(200, "OK".into()).await;
+    count
+}
+
+async fn queue_exists(url: &BrokerUrl, name: &str) -> bool {
+    let (connection, channel) = channel_on(url).await.unwrap();
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
@@ -174,13 +203,15 @@ async fn queue_exists(name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_concurrent_sends_of_one_key_run_one_task_and_all_name_it() {
     init_logging();
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
     let queue = unique("unique-hundred");
     // Spaces and a non-ASCII letter: the key's queue names are hashed.
     let key = format!("report for Zoë {}", unique("2026"));
     let unique_key = Uniqueness::new(&key).unwrap();
     let (registry, mut probe) = registry(Behaviour::Gated);
-    let worker = TestWorker::start(&[&queue], registry).await.unwrap();
-    let producer = producer_for(&queue).await.unwrap();
+    let worker = worker_in(&url, &queue, registry).await;
+    let producer = producer_in(&url, &queue).await;
 
     let sends = (0..100).map(|id| {
         let (producer, unique_key) = (producer.clone(), unique_key.clone());
@@ -215,23 +246,22 @@ async fn a_hundred_concurrent_sends_of_one_key_run_one_task_and_all_name_it() {
     assert_eq!(again.wait(GUARD).await.unwrap(), 7);
     assert_eq!(next_start(&mut probe).await.0, again_id);
     assert_eq!(probe.runs.load(Ordering::SeqCst), 2, "no refused send ran");
-    let (connection, channel) = channel().await.unwrap();
-    assert_eq!(message_count(&channel, &queue).await.unwrap(), 0);
-    let _ = connection.close(200, "OK".into()).await;
+    assert_eq!(ready_in(&url, &queue).await, 0);
 
     worker.stop().await.unwrap();
-    clean_up(&queue, &key).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_held_until_started_is_held_while_queued_and_released_when_the_task_starts() {
     init_logging();
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
     let queue = unique("unique-started");
     let key = unique("started");
     let unique_key = Uniqueness::new(&key)
         .unwrap()
         .with_until(UniqueUntil::Started);
-    let producer = producer_for(&queue).await.unwrap();
+    let producer = producer_in(&url, &queue).await;
 
     // No worker yet: the task waits in its queue, holding the key.
     let first = send::<Report>(&producer, &ReportArgs { id: 1 }, &unique_key).await;
@@ -241,7 +271,7 @@ async fn a_key_held_until_started_is_held_while_queued_and_released_when_the_tas
     assert_eq!(queued.id(), first.id());
 
     let (registry, mut probe) = registry(Behaviour::Gated);
-    let worker = TestWorker::start(&[&queue], registry).await.unwrap();
+    let worker = worker_in(&url, &queue, registry).await;
     assert_eq!(next_start(&mut probe).await.0, first.id());
     // The first task is still running (the gate is closed), yet the key
     // is free: the next send publishes.
@@ -254,18 +284,19 @@ async fn a_key_held_until_started_is_held_while_queued_and_released_when_the_tas
     assert_eq!(first.wait(GUARD).await.unwrap(), 1);
     assert_eq!(second.wait(GUARD).await.unwrap(), 3);
     worker.stop().await.unwrap();
-    clean_up(&queue, &key).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_held_until_finished_survives_a_retry_and_is_released_when_the_task_succeeds() {
     init_logging();
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
     let queue = unique("unique-retry");
     let key = unique("retry");
     let unique_key = Uniqueness::new(&key).unwrap();
     let (registry, mut probe) = registry(Behaviour::RetryOnceThenGated);
-    let worker = TestWorker::start(&[&queue], registry).await.unwrap();
-    let producer = producer_for(&queue).await.unwrap();
+    let worker = worker_in(&url, &queue, registry).await;
+    let producer = producer_in(&url, &queue).await;
 
     let first = send::<Report>(&producer, &ReportArgs { id: 1 }, &unique_key).await;
     assert!(!first.is_duplicate());
@@ -284,18 +315,19 @@ async fn a_key_held_until_finished_survives_a_retry_and_is_released_when_the_tas
         send_until_new::<Report>(&producer, &ReportArgs { id: 3 }, &unique_key, &first_id).await;
     assert_eq!(after.wait(GUARD).await.unwrap(), 3);
     worker.stop().await.unwrap();
-    clean_up(&queue, &key).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_lettered_task_releases_its_key_whatever_the_reason() {
     init_logging();
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
     let queue = unique("unique-dead");
     let key = unique("dead");
     let unique_key = Uniqueness::new(&key).unwrap();
     let (registry, _probe) = registry(Behaviour::Reject);
-    let worker = TestWorker::start(&[&queue], registry).await.unwrap();
-    let producer = producer_for(&queue).await.unwrap();
+    let worker = worker_in(&url, &queue, registry).await;
+    let producer = producer_in(&url, &queue).await;
 
     // Rejected by its handler.
     let rejected = send::<Report>(&producer, &ReportArgs { id: 1 }, &unique_key).await;
@@ -320,25 +352,25 @@ async fn a_dead_lettered_task_releases_its_key_whatever_the_reason() {
     let last =
         send_until_new::<Report>(&producer, &ReportArgs { id: 2 }, &unique_key, &unknown_id).await;
     assert!(last.wait(GUARD).await.is_err());
-    let (connection, channel) = channel().await.unwrap();
     let dead = DeadLetterTopology::queue_name(&queue);
-    assert_eq!(message_count(&channel, &dead).await.unwrap(), 3);
-    let _ = connection.close(200, "OK".into()).await;
+    assert_eq!(ready_in(&url, &dead).await, 3);
     worker.stop().await.unwrap();
-    clean_up(&queue, &key).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_key_of_a_task_whose_worker_was_killed_is_released_by_its_ttl() {
     init_logging();
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
     let queue = unique("unique-killed");
     let key = unique("killed");
     let ttl = Duration::from_secs(2);
     let unique_key = Uniqueness::new(&key).unwrap().with_ttl(ttl).unwrap();
-    let mut doomed = DemoWorker::start(&["--queues", &queue, "--concurrency", "1"])
+    let env = [("CELERIAC_BROKER_URL", url.expose())];
+    let mut doomed = DemoWorker::start_with_env(&["--queues", &queue, "--concurrency", "1"], &env)
         .await
         .unwrap();
-    let producer = producer_for(&queue).await.unwrap();
+    let producer = producer_in(&url, &queue).await;
     let long = SleepArgs { seconds: 3600.0 };
 
     let sent_at = Instant::now();
@@ -363,7 +395,6 @@ async fn the_key_of_a_task_whose_worker_was_killed_is_released_by_its_ttl() {
     );
     assert_ne!(next.id(), first.id());
     drop(next);
-    clean_up(&queue, &key).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -379,6 +410,8 @@ async fn empty_keys_and_ttls_out_of_bounds_are_refused_and_nothing_is_sent() {
         Err(InvalidUniqueness::TtlTooLong { .. })
     ));
 
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
     let queue = unique("unique-refused");
     let key = unique("refused");
     let cases: [(&[&str], &str); 4] = [
@@ -399,7 +432,7 @@ async fn empty_keys_and_ttls_out_of_bounds_are_refused_and_nothing_is_sent() {
     for (flags, expected) in cases {
         let mut args = vec!["send", "demo.add", "--queue", &queue, "--args", "[1, 2]"];
         args.extend_from_slice(flags);
-        let output = celeriac(&args).await.unwrap();
+        let output = celeriac_in(&url, &args).await;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{flags:?} was accepted");
         assert!(stderr.contains(expected), "{flags:?}: {stderr}");
@@ -407,12 +440,14 @@ async fn empty_keys_and_ttls_out_of_bounds_are_refused_and_nothing_is_sent() {
     }
     let lock = UniqueLock::new(&key);
     for name in [queue.as_str()].into_iter().chain(lock.queues()) {
-        assert!(!queue_exists(name).await, "{name} was declared");
+        assert!(!queue_exists(&url, name).await, "{name} was declared");
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_sends_a_unique_task_once_and_then_names_its_holder() {
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
     let queue = unique("unique-cli");
     let key = unique("cli");
     let send = || async {
@@ -430,7 +465,7 @@ async fn the_cli_sends_a_unique_task_once_and_then_names_its_holder() {
             "--unique-ttl",
             "10m",
         ];
-        let output = celeriac(&args).await.unwrap();
+        let output = celeriac_in(&url, &args).await;
         assert!(output.status.success(), "{output:?}");
         let id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
         (id, String::from_utf8(output.stderr).unwrap())
@@ -443,15 +478,14 @@ async fn the_cli_sends_a_unique_task_once_and_then_names_its_holder() {
         said.contains(&format!("the uniqueness key is held by task {first}")),
         "{said}"
     );
-    let (connection, channel) = channel().await.unwrap();
-    assert_eq!(message_count(&channel, &queue).await.unwrap(), 1);
-    let _ = connection.close(200, "OK".into()).await;
-    clean_up(&queue, &key).await;
+    assert_eq!(ready_in(&url, &queue).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn senders_racing_the_releases_never_run_two_tasks_of_one_key_at_once() {
     init_logging();
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
     let queue = unique("unique-race");
     let key = unique("race");
     let unique_key = Uniqueness::new(&key).unwrap();
@@ -472,8 +506,8 @@ async fn senders_racing_the_releases_never_run_two_tasks_of_one_key_at_once() {
             Ok::<u32, TaskError>(args.id)
         }
     });
-    let worker = TestWorker::start(&[&queue], registry).await.unwrap();
-    let producer = producer_for(&queue).await.unwrap();
+    let worker = worker_in(&url, &queue, registry).await;
+    let producer = producer_in(&url, &queue).await;
 
     // Ten senders send the key over and over while the worker runs and
     // releases it, until 20 tasks were published.
@@ -518,5 +552,4 @@ async fn senders_racing_the_releases_never_run_two_tasks_of_one_key_at_once() {
         "two tasks of one key ran at once"
     );
     worker.stop().await.unwrap();
-    clean_up(&queue, &key).await;
 }

@@ -1,6 +1,7 @@
 //! The reports example over HTTP against the real broker: a hundred
 //! concurrent requests for one report start one build, and all name it;
-//! once that build finished, the next request starts a new one.
+//! once that build finished, the next request starts a new one. Each test
+//! runs in a vhost of its own.
 //!
 //! Run with `cargo test -p celeriac-example-reports --test reports_are_built_once`.
 #![allow(clippy::unwrap_used)]
@@ -11,18 +12,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use celeriac_example_reports::{App, BuildReport, Report, ReportArgs, router};
-use celeriac_shared::UniqueLock;
-use celeriac_tests::{GUARD, TestWorker, channel, delete_queues, producer_for, unique, within};
-use celeriac_worker::{Registry, TaskError};
+use celeriac_producer::{Producer, ProducerConfig};
+use celeriac_shared::{BrokerUrl, Router};
+use celeriac_tests::{GUARD, TestWorker, Vhost, unique, within};
+use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use futures::future::join_all;
-use lapin::options::QueueDeleteOptions;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-/// A worker whose builds are counted, announce their task id and wait
-/// at `gate`.
+/// A worker on `queue` of the vhost at `url` whose builds are counted,
+/// announce their task id and wait at `gate`.
 async fn gated_worker(
+    url: &BrokerUrl,
     queue: &str,
     gate: Arc<Semaphore>,
 ) -> (
@@ -46,14 +48,26 @@ async fn gated_worker(
             })
         }
     });
-    let worker = TestWorker::start(&[queue], registry).await.unwrap();
+    let config = WorkerConfig {
+        broker_url: url.clone(),
+        queues: vec![queue.to_owned()],
+        concurrency: 8,
+        ..WorkerConfig::default()
+    };
+    let worker = TestWorker::start_with(config, registry).await.unwrap();
     (worker, builds, starts)
 }
 
-/// Serves the app on a free port; its base URL.
-async fn start_service(queue: &str) -> String {
+/// Serves the app, sending to `queue` of the vhost at `url`, on a free
+/// port; its base URL.
+async fn start_service(url: &BrokerUrl, queue: &str) -> String {
+    let config = ProducerConfig {
+        broker_url: url.clone(),
+        router: Router::new(Vec::new(), queue),
+        ..ProducerConfig::default()
+    };
     let app = App {
-        producer: producer_for(queue).await.unwrap(),
+        producer: Producer::connect(config).await.unwrap(),
         build_time: Duration::ZERO,
         unique_ttl: Duration::from_secs(600),
     };
@@ -72,11 +86,13 @@ async fn request(client: &reqwest::Client, url: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_requests_for_one_report_start_one_build() {
+    let vhost = Vhost::create().unwrap();
+    let broker = vhost.url();
     let queue = unique("reports");
     let report = unique("q3");
     let gate = Arc::new(Semaphore::new(0));
-    let (worker, builds, mut starts) = gated_worker(&queue, Arc::clone(&gate)).await;
-    let base = start_service(&queue).await;
+    let (worker, builds, mut starts) = gated_worker(&broker, &queue, Arc::clone(&gate)).await;
+    let base = start_service(&broker, &queue).await;
     let url = format!("{base}/reports/{report}");
     let client = reqwest::Client::new();
 
@@ -122,21 +138,13 @@ async fn a_hundred_requests_for_one_report_start_one_build() {
     assert_eq!(builds.load(Ordering::SeqCst), 2, "one build per release");
 
     worker.stop().await.unwrap();
-    let lock = UniqueLock::new(&format!("report:{report}"));
-    let (connection, channel) = channel().await.unwrap();
-    for name in lock.queues() {
-        let _ = channel
-            .queue_delete(name.into(), QueueDeleteOptions::default())
-            .await;
-    }
-    let _ = connection.close(200, "OK".into()).await;
-    delete_queues(&[&queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_report_id_too_long_for_a_key_is_refused() {
+    let vhost = Vhost::create().unwrap();
     let queue = unique("reports-bad");
-    let base = start_service(&queue).await;
+    let base = start_service(&vhost.url(), &queue).await;
     let url = format!("{base}/reports/{}", "x".repeat(2000));
     let (status, body) = request(&reqwest::Client::new(), &url).await;
     assert_eq!(status, 400, "{body}");
