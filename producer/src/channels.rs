@@ -4,12 +4,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use celeriac_shared::BrokerUrl;
-use deadpool_lapin::Pool;
 use lapin::Channel;
 use lapin::options::ConfirmSelectOptions;
 use tokio::sync::Mutex;
 
 use crate::Error;
+use crate::broker_manager::BrokerManager;
+
+/// The producer's connection pool.
+pub(crate) type Pool = deadpool::managed::Pool<BrokerManager>;
 
 /// Round-robins publishes over a fixed number of channel slots, each
 /// (re)opened lazily in confirm mode on a pooled connection.
@@ -18,9 +21,10 @@ use crate::Error;
 /// own confirm, so a handful of channels carries thousands of concurrent
 /// sends with their confirms pipelined.
 pub(crate) struct Channels {
-    /// Where connections come from; a broken one is replaced by the pool.
+    /// Where connections come from; a broken one is replaced by the pool,
+    /// on the broker's next address.
     pool: Pool,
-    /// For error messages.
+    /// For error messages: every address, redacted.
     url: BrokerUrl,
     /// One open channel per slot, or `None` before first use and after it
     /// was found closed.

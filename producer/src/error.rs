@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use celeriac_shared::{is_not_found, is_transient};
-use deadpool_lapin::PoolError;
+use deadpool::managed::PoolError;
 
 /// Why a send failed. Whenever `send` returns an error, the broker did not
 /// confirm the message: it may or may not have been delivered, and the
@@ -11,18 +11,20 @@ use deadpool_lapin::PoolError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No connection to the broker could be had from the pool.
+    /// No connection to the broker could be had from the pool: none of its
+    /// addresses answered.
     #[error("cannot connect to the broker at {url}")]
     Connect {
-        /// The broker URL, password redacted.
+        /// The broker's addresses, passwords redacted.
         url: String,
-        /// The pool's error.
+        /// The pool's error (with the last address's error when none
+        /// answered).
         #[source]
-        source: PoolError,
+        source: PoolError<lapin::Error>,
     },
     /// The connection pool could not be built from the configuration.
     #[error("invalid connection pool configuration")]
-    Pool(#[source] deadpool_lapin::CreatePoolError),
+    Pool(#[source] deadpool::managed::BuildError),
     /// An AMQP operation failed (channel or connection closed, ...).
     #[error("AMQP {operation} failed")]
     Amqp {
@@ -108,6 +110,13 @@ pub enum Error {
         /// The send timeout.
         after: Duration,
     },
+    /// [`Producer::on_result`](crate::Producer::on_result) was called on
+    /// a producer without a named reply queue
+    /// ([`ProducerConfig::reply_queue`](crate::ProducerConfig::reply_queue())):
+    /// its results go to an exclusive queue that only `TaskHandle::wait`
+    /// reads.
+    #[error("the producer has no named reply queue to listen on")]
+    NoNamedReplyQueue,
     /// The operation did not complete in time.
     #[error("{operation} timed out after {after:?}")]
     Timeout {
@@ -142,6 +151,7 @@ impl Error {
             | Error::Workflow(_)
             | Error::EmptyWorkflow { .. }
             | Error::HolderUnknown { .. }
+            | Error::NoNamedReplyQueue
             | Error::Timeout { .. } => false,
         }
     }

@@ -88,6 +88,13 @@ impl<O: DeserializeOwned> TaskHandle<O> {
     /// Waits up to `timeout` for the result: the typed output, the worker's
     /// failure ([`CallError::Failed`]), [`CallError::Timeout`] naming the
     /// task id, or [`CallError::ResultLost`] if the reply queue went away.
+    ///
+    /// With a named reply queue
+    /// ([`ProducerConfig::reply_queue`](crate::ProducerConfig::reply_queue())),
+    /// the result reaches this handle only if it comes to this replica's
+    /// [`ResultListener`](crate::ResultListener); the replicas share the
+    /// results out, so rely on the listener's handler there, and keep the
+    /// default exclusive queue for call-and-wait.
     pub async fn wait(mut self, timeout: Duration) -> Result<O, CallError> {
         let task_id = self.task_id.clone();
         if self.duplicate {

@@ -12,6 +12,14 @@
 //! [`TaskFailure`](celeriac_shared::TaskFailure). [`Producer::map`] sends a
 //! batch and gathers it as a [`Group`].
 //!
+//! A service that runs as several replicas can name a reply queue instead
+//! ([`ProducerConfig::reply_queue`](ProducerConfig::reply_queue())): a
+//! durable queue shared by every replica, consumed by a [`ResultListener`]
+//! that [`Producer::on_result`] starts with the service's handler. A
+//! result is acknowledged only after the handler returned, so a replica
+//! that restarts while its tasks run loses none of their results: another
+//! replica (or its own restart) handles them.
+//!
 //! A send with [`SendOptions::unique`](celeriac_shared::SendOptions::unique)
 //! publishes only if no other task holds its key; otherwise the handle
 //! names the holder ([`TaskHandle::is_duplicate`]). See
@@ -49,6 +57,7 @@
 //! ```
 
 mod attempts;
+mod broker_manager;
 mod canvas;
 mod channels;
 mod claim;
@@ -57,9 +66,12 @@ mod declarations;
 mod error;
 mod group;
 mod handle;
+mod named_reply_queue;
 mod producer;
 mod replies;
 mod reply_slot;
+mod result_fate;
+mod result_listener;
 mod tracing_span;
 
 pub use config::ProducerConfig;
@@ -67,3 +79,4 @@ pub use error::Error;
 pub use group::Group;
 pub use handle::TaskHandle;
 pub use producer::{Producer, QueueStats};
+pub use result_listener::ResultListener;

@@ -6,20 +6,21 @@ use std::time::Duration;
 use tracing::{Span, debug};
 
 use crate::attempts::{Attempts, Next};
-use crate::channels::Channels;
+use crate::broker_manager::BrokerManager;
+use crate::channels::{Channels, Pool};
 use crate::claim::{Claim, claim};
 use crate::declarations::{Declarations, declare};
+use crate::named_reply_queue::NamedReplyQueue;
 use crate::replies::Replies;
 use crate::reply_slot::ReplySlot;
 use crate::tracing_span;
-use crate::{Error, Group, ProducerConfig, TaskHandle};
+use crate::{Error, Group, ProducerConfig, ResultListener, TaskHandle};
 use celeriac_shared::{
-    CallError, ConfirmError, DELAY_ENTRY_EXCHANGE, DelayTopology, Destination, SendOptions, Sender,
-    Task, TaskMessage, check_confirm, delay_until, encode_arguments, is_not_found,
+    BrokerRotation, CallError, ConfirmError, DELAY_ENTRY_EXCHANGE, DelayTopology, Destination,
+    ResultMessage, SendOptions, Sender, Task, TaskMessage, check_confirm, delay_until,
+    encode_arguments, is_not_found,
 };
 use chrono::Utc;
-use deadpool_lapin::{Pool, Runtime};
-use lapin::ConnectionProperties;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::value::RawValue;
@@ -64,26 +65,25 @@ impl Producer {
     /// Connects to the broker (failing fast if it does not answer) and
     /// returns a producer.
     pub async fn connect(config: ProducerConfig) -> Result<Self, Error> {
-        // The pool parses the URL again; parsing it here first keeps the
-        // parser's message, which may quote the URL, out of the error.
-        config.broker_url.parse()?;
-        let mut pool = deadpool_lapin::PoolConfig::new(config.connections.max(1));
+        let rotation = BrokerRotation::new(&config.broker_url)?;
+        let manager = BrokerManager::new(
+            rotation,
+            config.connection_name.clone(),
+            config.connect_timeout,
+        );
         let limit = Some(config.connect_timeout);
-        pool.timeouts = deadpool_lapin::Timeouts {
+        // Each address gets its own connect timeout (in the manager), so a
+        // connection's creation as a whole is bounded by their sum.
+        let timeouts = deadpool::managed::Timeouts {
             wait: limit,
-            create: limit,
+            create: None,
             recycle: limit,
         };
-        let pool_config = deadpool_lapin::Config {
-            url: Some(config.broker_url.expose().to_owned()),
-            pool: Some(pool),
-        };
-        let name = config.connection_name.clone();
-        let pool: Pool = pool_config
-            .create_pool(
-                move || ConnectionProperties::default().with_connection_name(name.as_str().into()),
-                Runtime::Tokio1,
-            )
+        let pool = Pool::builder(manager)
+            .max_size(config.connections.max(1))
+            .timeouts(timeouts)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
             .map_err(Error::Pool)?;
         let channels = Channels::new(
             pool,
@@ -93,7 +93,7 @@ impl Producer {
         );
         let inner = Inner {
             channels,
-            replies: Replies::new(),
+            replies: Replies::new(named_reply_queue(&config)),
             declarations: Declarations::default(),
             origin: origin(),
             config,
@@ -229,6 +229,48 @@ impl Producer {
                 })?;
         let slot = Some((receiver, pending, token));
         Ok(TaskHandle::new(task_id, task.to_owned(), slot))
+    }
+
+    /// Starts a [`ResultListener`] on the producer's named reply queue
+    /// ([`ProducerConfig::reply_queue`](ProducerConfig::reply_queue())):
+    /// `handler` gets every final result that reaches this replica, and
+    /// each is acknowledged only once `handler` returned `Ok` (an error or
+    /// a panic requeues it). Fails with [`Error::NoNamedReplyQueue`]
+    /// without a named reply queue, or when the first subscription fails.
+    ///
+    /// ```no_run
+    /// use celeriac_producer::{Producer, ProducerConfig};
+    /// use celeriac_shared::ResultMessage;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = ProducerConfig::default().reply_queue("stocks-service.replies");
+    /// let producer = Producer::connect(config).await?;
+    /// let listener = producer
+    ///     .on_result(|result: ResultMessage| async move {
+    ///         println!("{} is {:?}", result.task_id, result.status);
+    ///         Ok::<_, std::io::Error>(())
+    ///     })
+    ///     .await?;
+    /// # listener.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn on_result<F, Fut, E>(&self, handler: F) -> Result<ResultListener, Error>
+    where
+        F: Fn(ResultMessage) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        ResultListener::start(self.clone(), handler).await
+    }
+
+    /// The reply queue state, for the result listener.
+    pub(crate) fn replies(&self) -> &Replies {
+        &self.inner.replies
+    }
+
+    /// The producer's channels, for the result listener.
+    pub(crate) fn channels(&self) -> &Channels {
+        &self.inner.channels
     }
 
     /// Sends a typed task and waits up to `timeout` for its output.
@@ -471,6 +513,12 @@ async fn with_timeout<T>(
     tokio::time::timeout(after, future)
         .await
         .map_err(|_| Error::Timeout { operation, after })?
+}
+
+/// The configured named reply queue, if any.
+fn named_reply_queue(config: &ProducerConfig) -> Option<NamedReplyQueue> {
+    let name = config.reply_queue.clone()?;
+    Some(NamedReplyQueue::new(name, config.reply_queue_type))
 }
 
 /// `gen<pid>@<host>`, Celery's `origin` format.

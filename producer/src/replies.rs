@@ -1,5 +1,7 @@
 //! The producer's reply queue: one exclusive queue per producer, results
-//! matched to waiting handles by correlation id (= task id).
+//! matched to waiting handles by correlation id (= task id); or, when the
+//! configuration names one, a [`NamedReplyQueue`] shared by the service's
+//! replicas and consumed by a [`ResultListener`](crate::ResultListener).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,7 @@ use tracing::{debug, warn};
 
 use crate::Error;
 use crate::channels::Channels;
+use crate::named_reply_queue::NamedReplyQueue;
 
 /// What a waiting handle receives: a final result, or why none will come.
 pub(crate) type Delivered = Result<ResultMessage, ResultLost>;
@@ -91,7 +94,8 @@ impl Pending {
         self.lock().len()
     }
 
-    fn deliver(&self, task_id: &str, result: ResultMessage) {
+    /// Hands `result` to the handle waiting for its task, if any.
+    pub(crate) fn deliver(&self, task_id: &str, result: ResultMessage) {
         match self.lock().remove(task_id) {
             Some(slot) => {
                 let _ = slot.sender.send(Ok(result));
@@ -132,6 +136,9 @@ pub(crate) struct Replies {
     current: Mutex<Option<ReplyQueue>>,
     /// The generation of the next reply queue.
     generations: AtomicU64,
+    /// The configured shared reply queue, used instead of an exclusive
+    /// one; its results are consumed by a `ResultListener`, not here.
+    named: Option<NamedReplyQueue>,
 }
 
 struct ReplyQueue {
@@ -142,12 +149,19 @@ struct ReplyQueue {
 }
 
 impl Replies {
-    pub(crate) fn new() -> Self {
+    /// Replies over an exclusive queue, or over `named` when given.
+    pub(crate) fn new(named: Option<NamedReplyQueue>) -> Self {
         Self {
             pending: Arc::new(Pending::default()),
             current: Mutex::new(None),
             generations: AtomicU64::new(0),
+            named,
         }
+    }
+
+    /// The configured shared reply queue, if any.
+    pub(crate) fn named(&self) -> Option<&NamedReplyQueue> {
+        self.named.as_ref()
     }
 
     /// The reply queue's name and generation, declaring it and starting
@@ -158,6 +172,21 @@ impl Replies {
             return Ok((queue.name.clone(), queue.generation));
         }
         let channel = channels.open().await?;
+        if let Some(named) = &self.named {
+            // Declared again whenever its channel was lost: the broker may
+            // have lost its definitions. The generation changes, but no
+            // generation of a named queue is ever failed: its results wait
+            // in the queue, whoever consumes it.
+            named.declare(&channel).await?;
+            let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+            debug!(queue = %named.name, "declared named reply queue");
+            *current = Some(ReplyQueue {
+                name: named.name.clone(),
+                generation,
+                channel,
+            });
+            return Ok((named.name.clone(), generation));
+        }
         let name = format!("celeriac.reply.{}", uuid::Uuid::new_v4());
         let options = QueueDeclareOptions {
             exclusive: true,

@@ -99,5 +99,6 @@ fn error_type(err: &Error) -> &'static str {
         Error::Workflow(_) => "workflow",
         Error::EmptyWorkflow { .. } => "empty_workflow",
         Error::HolderUnknown { .. } => "holder_unknown",
+        Error::NoNamedReplyQueue => "no_named_reply_queue",
     }
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::{
-    DEFAULT_QUEUE, DeadLetterRetention, Error, QueueDef, RateLimit, Route, Router, Topology,
+    DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, DeadLetterRetention, Error, QueueDef, QueueType,
+    RateLimit, Route, Router, Topology,
 };
 
 /// The default maximum message body size: 1 MiB.
@@ -18,14 +19,16 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 /// ```toml
 /// default_queue = "celery"          # default: "celery"
 /// max_message_size = 1048576        # bytes; default: 1 MiB
+/// queue_type = "quorum"             # every queue's type; default: "classic"
+/// delivery_limit = 5                # deliveries before dead-lettering; default: 5
 ///
 /// [[queue]]
 /// name = "reports"
 /// exchange = { name = "reports", type = "direct" }   # default: as the queue
 /// routing_key = "reports"                              # default: the name
 /// durable = true                                       # default: true
-/// queue_type = "quorum"                                # default: "classic"
-/// max_priority = 10                                    # default: none
+/// queue_type = "classic"                               # default: the top-level one
+/// max_priority = 10                                    # classic only; default: none
 /// arguments = { "x-message-ttl" = 60000 }              # default: none
 /// dead_letters = { max_age = "7days" }                 # default: [dead_letters]
 ///
@@ -56,6 +59,19 @@ pub struct Config {
     /// Defaults to [`DEFAULT_MAX_MESSAGE_SIZE`].
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
+    /// The type of every queue celeriac declares whose `[[queue]]` entry
+    /// sets none (or that has no entry): task queues and their `.dead`
+    /// queues. `"quorum"` makes them all replicated quorum queues (see
+    /// `docs/reliability.md`). Defaults to classic, as Celery.
+    #[serde(default)]
+    pub queue_type: QueueType,
+    /// A message delivered this many times without being settled (it
+    /// crashed or stalled every worker that took it) is dead-lettered with
+    /// reason `delivery limit` instead of running again; also the
+    /// `x-delivery-limit` of quorum task queues, so producers and workers
+    /// must agree on it. Defaults to [`DEFAULT_DELIVERY_LIMIT`] (5).
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
     /// Queue definitions. Defaults to none (every queue gets Celery's
     /// default shape).
     #[serde(default, rename = "queue")]
@@ -81,11 +97,17 @@ fn default_max_message_size() -> usize {
     DEFAULT_MAX_MESSAGE_SIZE
 }
 
+fn default_delivery_limit() -> u32 {
+    DEFAULT_DELIVERY_LIMIT
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             default_queue: default_queue(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            queue_type: QueueType::Classic,
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
             queues: Vec::new(),
             routes: Vec::new(),
             dead_letters: DeadLetterRetention::UNLIMITED,
@@ -134,9 +156,13 @@ impl Config {
         Router::new(self.routes.clone(), self.default_queue.clone())
     }
 
-    /// The queue definitions as a [`Topology`].
+    /// The queue definitions as a [`Topology`], with the default queue
+    /// type and the delivery limit.
     pub fn topology(&self) -> Topology {
-        Topology::new(self.queues.clone()).dead_letter_retention_default(self.dead_letters)
+        Topology::new(self.queues.clone())
+            .dead_letter_retention_default(self.dead_letters)
+            .default_queue_type(self.queue_type)
+            .delivery_limit(self.delivery_limit)
     }
 
     fn validate(&self, origin: &str) -> Result<(), Error> {
@@ -164,6 +190,16 @@ impl Config {
         }
         if self.max_message_size == 0 {
             return Err(invalid("max_message_size must be positive".into()));
+        }
+        if self.delivery_limit == 0 {
+            return Err(invalid("delivery_limit must be at least 1".into()));
+        }
+        let topology = self.topology();
+        for name in self.queue_names() {
+            topology
+                .queue_def(&name)
+                .check()
+                .map_err(|err| invalid(format!("queue `{name}`: {err}")))?;
         }
         let retentions = self.queues.iter().filter_map(|q| q.dead_letters.as_ref());
         for retention in retentions.chain([&self.dead_letters]) {
@@ -220,7 +256,7 @@ queue = "reports"
         assert_eq!(config.router().queue_for("other", None), "work");
         let reports = config.topology().queue_def("reports");
         assert_eq!(reports.exchange_def().kind, ExchangeType::Topic);
-        assert_eq!(reports.queue_type, QueueType::Quorum);
+        assert_eq!(reports.queue_type, Some(QueueType::Quorum));
         assert_eq!(config.topology().queue_def("urgent").max_priority, Some(10));
         assert_eq!(config.max_message_size, DEFAULT_MAX_MESSAGE_SIZE);
     }
@@ -323,6 +359,57 @@ queue = "reports"
         assert!(err.contains("burts"), "{err}");
         let err = refusal("[[rate_limit]]\ntask = \"\"\nrate = \"1/s\"\n");
         assert!(err.contains("empty `task`"), "{err}");
+    }
+
+    #[test]
+    fn one_switch_makes_every_queue_quorum_unless_a_queue_says_otherwise() {
+        let text = "queue_type = \"quorum\"\ndelivery_limit = 3\n\
+                    [[queue]]\nname = \"urgent\"\nqueue_type = \"classic\"\nmax_priority = 9\n\
+                    [[queue]]\nname = \"reports\"\n";
+        let config = Config::from_toml(text, "f").unwrap();
+        let topology = config.topology();
+        for queue in ["celery", "reports", "unlisted"] {
+            assert_eq!(topology.queue_type(queue), QueueType::Quorum, "{queue}");
+            let args = crate::field_table_to_json(&topology.queue_def(queue).declare_arguments());
+            assert_eq!(args["x-queue-type"], "quorum");
+            assert_eq!(args["x-delivery-limit"], 3);
+            assert_eq!(args["x-dead-letter-exchange"], "celeriac.dead");
+            assert_eq!(args["x-dead-letter-routing-key"], queue);
+        }
+        assert_eq!(topology.queue_type("urgent"), QueueType::Classic);
+        let urgent = crate::field_table_to_json(&topology.queue_def("urgent").declare_arguments());
+        let priority_only = serde_json::json!({"x-max-priority": 9});
+        assert_eq!(serde_json::Value::Object(urgent), priority_only);
+        let classic = Config::default().topology();
+        assert!(
+            classic
+                .queue_def("celery")
+                .declare_arguments()
+                .inner()
+                .is_empty()
+        );
+        assert_eq!(Config::default().delivery_limit, 5);
+    }
+
+    #[test]
+    fn a_quorum_queue_with_priorities_is_refused_naming_the_queue() {
+        let err =
+            refusal("queue_type = \"quorum\"\n[[queue]]\nname = \"urgent\"\nmax_priority = 9\n");
+        assert!(
+            err.contains("queue `urgent`") && err.contains("`max_priority` needs a classic queue"),
+            "{err}"
+        );
+        let err = refusal("[[queue]]\nname = \"u\"\nqueue_type = \"quorum\"\nmax_priority = 9\n");
+        assert!(
+            err.contains("queue `u`") && err.contains("x-max-priority"),
+            "{err}"
+        );
+        let err = refusal("queue_type = \"quorum\"\n[[queue]]\nname = \"t\"\ndurable = false\n");
+        assert!(err.contains("always durable"), "{err}");
+        let err = refusal("delivery_limit = 0\n");
+        assert!(err.contains("delivery_limit must be at least 1"), "{err}");
+        let err = refusal("queue_type = \"mirrored\"\n");
+        assert!(err.contains("line 1") && err.contains("mirrored"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! and only then acknowledges the original. No argument of `Q` is involved,
 //! so a Python Celery app declaring `Q` with its defaults still agrees with
 //! celeriac's declaration. `Q.dead` itself carries arguments only when a
-//! [`DeadLetterRetention`] is configured.
+//! [`DeadLetterRetention`] is configured, or when `Q` is a quorum queue:
+//! then `Q.dead` is one too, and `Q` (only then) names `celeriac.dead` as
+//! its dead-letter exchange, for the messages the broker gives up on at
+//! its delivery limit (see [`QueueType`]).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -16,7 +19,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
 use crate::message::short_string;
-use crate::{DeadLetterRetention, Error};
+use crate::{DeadLetterRetention, Error, QueueType};
 
 /// The dead-letter exchange: direct, durable, routing key = the queue.
 pub const DEAD_LETTER_EXCHANGE: &str = "celeriac.dead";
@@ -34,20 +37,24 @@ impl DeadLetterTopology {
         format!("{queue}.dead")
     }
 
-    /// Declares the exchange, `<queue>.dead` (without retention limits)
-    /// and its binding. Idempotent.
+    /// Declares the exchange, `<queue>.dead` (a classic queue without
+    /// retention limits) and its binding. Idempotent.
     pub async fn declare(channel: &Channel, queue: &str) -> Result<(), Error> {
-        Self::declare_with(channel, queue, &DeadLetterRetention::UNLIMITED).await
+        let unlimited = &DeadLetterRetention::UNLIMITED;
+        Self::declare_with(channel, queue, unlimited, QueueType::Classic).await
     }
 
-    /// Declares the exchange, `<queue>.dead` with the arguments of
-    /// `retention`, and its binding. Idempotent as long as every declarer
-    /// passes the same retention (the broker refuses a redeclaration with
-    /// other arguments with `PRECONDITION_FAILED`).
+    /// Declares the exchange, `<queue>.dead` of `queue_type` (its queue's
+    /// type, see [`Topology::queue_type`](crate::Topology::queue_type))
+    /// with the arguments of `retention`, and its binding. Idempotent as
+    /// long as every declarer passes the same retention and type (the
+    /// broker refuses a redeclaration with other arguments with
+    /// `PRECONDITION_FAILED`).
     pub async fn declare_with(
         channel: &Channel,
         queue: &str,
         retention: &DeadLetterRetention,
+        queue_type: QueueType,
     ) -> Result<(), Error> {
         let dead = Self::queue_name(queue);
         let fail = |what: String| move |source| Error::Declare { what, source };
@@ -68,12 +75,10 @@ impl DeadLetterTopology {
             durable: true,
             ..QueueDeclareOptions::default()
         };
+        let mut arguments = retention.arguments();
+        queue_type.insert_dead_letter_arguments(&mut arguments);
         channel
-            .queue_declare(
-                short_string("queue", &dead)?,
-                options,
-                retention.arguments(),
-            )
+            .queue_declare(short_string("queue", &dead)?, options, arguments)
             .await
             .map_err(fail(format!("queue `{dead}`")))?;
         channel

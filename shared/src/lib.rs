@@ -26,6 +26,7 @@
 
 mod arguments;
 mod broker_error;
+mod broker_rotation;
 mod broker_url;
 mod chord;
 mod config;
@@ -45,6 +46,7 @@ mod invalid_uniqueness;
 mod leadership;
 mod message;
 mod pidbox;
+mod queue_type;
 mod rate;
 mod rate_limit;
 mod result;
@@ -66,6 +68,7 @@ mod worker_event;
 
 pub use arguments::{decode_arguments, encode_arguments};
 pub use broker_error::{is_not_found, is_transient};
+pub use broker_rotation::BrokerRotation;
 pub use broker_url::BrokerUrl;
 pub use chord::{
     CHORD_CHECKS_HEADER, CHORD_JOIN_TASK, CHORD_QUEUE, ChordJoin, MAX_CHECK_INTERVAL,
@@ -81,7 +84,7 @@ pub use delay::{
     DEAD_LETTERING_HEADERS, DELAY_BITS, DELAY_DELIVERY_EXCHANGE, DELAY_ENTRY_EXCHANGE,
     DelayTopology, MAX_DELAY, delay_until, strip_delay_prefix,
 };
-pub use delivery_count::{DELIVERIES_HEADER, QUORUM_DELIVERIES_HEADER};
+pub use delivery_count::{DEFAULT_DELIVERY_LIMIT, DELIVERIES_HEADER, QUORUM_DELIVERIES_HEADER};
 pub use error::Error;
 pub use error_chain::ErrorChain;
 pub use field_table::{
@@ -92,6 +95,9 @@ pub use leadership::{Leader, Leadership, TOKEN_RENEWAL};
 pub use message::{CONTENT_ENCODING, CONTENT_TYPE, Embed, TaskMessage};
 pub use pidbox::{
     PIDBOX_EXCHANGE, REPLY_EXCHANGE, declare_pidbox_exchanges, pidbox_queue_arguments,
+};
+pub use queue_type::{
+    DEAD_LETTER_QUEUE_DELIVERY_LIMIT, QueueType, QuorumConflict, UnknownQueueType,
 };
 pub use rate::{InvalidRate, Rate};
 pub use rate_limit::{InvalidRateLimit, RateLimit, RateLimitScope};
@@ -108,7 +114,7 @@ pub use task::Task;
 pub use task_event::{TASK_EVENTS_BATCH_KEY, TaskEvent, TaskEventKind, python_repr};
 pub use task_headers::TaskHeaders;
 pub use time_limit::TimeLimit;
-pub use topology::{Destination, ExchangeDef, ExchangeType, QueueDef, QueueType, Topology};
+pub use topology::{Destination, ExchangeDef, ExchangeType, QueueDef, Topology};
 pub use unique_lock::{
     Acquire, Release, UNIQUE_HOLDER_PREFIX, UNIQUE_LOCK_PREFIX, UNIQUE_QUEUE_EXPIRES,
     UNIQUE_RELEASE_PREFIX, UniqueLock, holder_record_ttl,

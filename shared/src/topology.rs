@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::message::short_string;
-use crate::{CHORD_QUEUE, DeadLetterRetention, Error, json_to_field_table};
+use crate::{
+    CHORD_QUEUE, DEFAULT_DELIVERY_LIMIT, DeadLetterRetention, Error, QueueType, QuorumConflict,
+    json_to_field_table,
+};
 
 /// An exchange type celeriac declares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,18 +24,6 @@ pub enum ExchangeType {
     Topic,
     /// Broadcasts to every bound queue.
     Fanout,
-}
-
-/// The RabbitMQ queue type.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueType {
-    /// A classic queue, declared without `x-queue-type` exactly as Celery
-    /// declares its queues by default. The default.
-    #[default]
-    Classic,
-    /// A replicated quorum queue (`x-queue-type = quorum`).
-    Quorum,
 }
 
 /// An exchange: name and type; always durable.
@@ -69,9 +60,11 @@ pub struct QueueDef {
     /// Whether the queue survives a broker restart. Defaults to true.
     #[serde(default = "yes")]
     pub durable: bool,
-    /// Classic or quorum. Defaults to classic.
+    /// Classic or quorum. Defaults to none: the topology's default queue
+    /// type ([`Topology::default_queue_type`]; in `celeriac.toml` the
+    /// top-level `queue_type`), classic unless set.
     #[serde(default)]
-    pub queue_type: QueueType,
+    pub queue_type: Option<QueueType>,
     /// `x-max-priority`, enabling message priorities 0..=N on a classic
     /// queue. Defaults to none.
     #[serde(default)]
@@ -108,7 +101,7 @@ impl QueueDef {
             exchange: None,
             routing_key: None,
             durable: true,
-            queue_type: QueueType::Classic,
+            queue_type: None,
             max_priority: None,
             arguments: Map::new(),
             dead_letters: None,
@@ -132,8 +125,27 @@ impl QueueDef {
 
     /// Makes the queue a quorum queue.
     pub fn quorum(mut self) -> Self {
-        self.queue_type = QueueType::Quorum;
+        self.queue_type = Some(QueueType::Quorum);
         self
+    }
+
+    /// Makes the queue a classic queue, whatever the topology's default.
+    pub fn classic(mut self) -> Self {
+        self.queue_type = Some(QueueType::Classic);
+        self
+    }
+
+    /// The queue's type: its own, else classic (a [`Topology`] fills in
+    /// its default in [`Topology::queue_def`]).
+    pub fn resolved_queue_type(&self) -> QueueType {
+        self.queue_type.unwrap_or_default()
+    }
+
+    /// Refuses a definition its queue type cannot have (see
+    /// [`QueueType::check`]).
+    pub fn check(&self) -> Result<(), QuorumConflict> {
+        self.resolved_queue_type()
+            .check(self.durable, self.max_priority)
     }
 
     /// Enables priorities up to `max`.
@@ -172,12 +184,7 @@ impl QueueDef {
     /// The queue arguments sent with `queue.declare`.
     pub fn declare_arguments(&self) -> FieldTable {
         let mut table = json_to_field_table(&self.arguments);
-        if self.queue_type == QueueType::Quorum {
-            table.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
-        }
+        self.resolved_queue_type().insert_argument(&mut table);
         if let Some(max) = self.max_priority {
             table.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(max));
         }
@@ -227,22 +234,64 @@ impl QueueDef {
 }
 
 /// The queues an application uses. A queue that is not listed gets
-/// Celery's default shape ([`QueueDef::new`]).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Celery's default shape ([`QueueDef::new`]), of the topology's default
+/// queue type.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
     queues: Vec<QueueDef>,
     /// The retention of dead-letter queues whose queue sets none.
     dead_letters: DeadLetterRetention,
+    /// The type of every queue whose definition sets none: the one switch
+    /// that makes all task queues and their dead-letter queues quorum.
+    queue_type: QueueType,
+    /// The `x-delivery-limit` of quorum task queues, which must be the
+    /// workers' own delivery limit (and the same for every producer and
+    /// worker, or the broker refuses the second declaration).
+    delivery_limit: u32,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl Topology {
-    /// A topology with these queue definitions and unlimited dead-letter
-    /// retention.
+    /// A topology with these queue definitions, unlimited dead-letter
+    /// retention, classic queues by default and the default delivery
+    /// limit ([`DEFAULT_DELIVERY_LIMIT`]).
     pub fn new(queues: Vec<QueueDef>) -> Self {
         Self {
             queues,
             dead_letters: DeadLetterRetention::UNLIMITED,
+            queue_type: QueueType::Classic,
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
         }
+    }
+
+    /// Sets the type of every queue whose definition sets none, their
+    /// dead-letter queues included. Defaults to [`QueueType::Classic`].
+    pub fn default_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
+    }
+
+    /// Sets the `x-delivery-limit` quorum task queues are declared with:
+    /// the workers' delivery limit. Defaults to
+    /// [`DEFAULT_DELIVERY_LIMIT`].
+    pub fn delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = limit;
+        self
+    }
+
+    /// The type of `queue` and of its dead-letter queue: its definition's,
+    /// else the topology's default.
+    pub fn queue_type(&self, queue: &str) -> QueueType {
+        self.queues
+            .iter()
+            .find(|q| q.name == queue)
+            .and_then(|q| q.queue_type)
+            .unwrap_or(self.queue_type)
     }
 
     /// Sets the retention of every dead-letter queue whose queue does not
@@ -280,19 +329,29 @@ impl Topology {
         &self.queues
     }
 
-    /// The definition of queue `name`: the listed one, or the default shape.
+    /// The definition of queue `name` as it is declared: the listed one,
+    /// or the default shape, with its queue type resolved. A quorum queue
+    /// also gets its delivery limit and dead-letter exchange (see
+    /// `QueueType`'s module), unless its `arguments` set them.
     pub fn queue_def(&self, name: &str) -> QueueDef {
-        self.queues
+        let mut def = self
+            .queues
             .iter()
             .find(|q| q.name == name)
             .cloned()
-            .unwrap_or_else(|| QueueDef::new(name))
+            .unwrap_or_else(|| QueueDef::new(name));
+        let queue_type = *def.queue_type.get_or_insert(self.queue_type);
+        for (key, value) in queue_type.task_queue_arguments(name, self.delivery_limit) {
+            def.arguments.entry(key).or_insert(value);
+        }
+        def
     }
 
-    /// Declares every listed queue. Idempotent.
+    /// Declares every listed queue, as [`Topology::queue_def`] resolves
+    /// it. Idempotent.
     pub async fn declare(&self, channel: &Channel) -> Result<(), Error> {
         for queue in &self.queues {
-            queue.declare(channel).await?;
+            self.queue_def(&queue.name).declare(channel).await?;
         }
         Ok(())
     }

@@ -123,9 +123,24 @@ pub async fn channel() -> anyhow::Result<(Connection, Channel)> {
 
 /// As [`channel`], on the broker (or vhost) at `url`.
 pub async fn channel_on(url: &BrokerUrl) -> anyhow::Result<(Connection, Channel)> {
-    let connection = Connection::connect(url.expose(), ConnectionProperties::default()).await?;
+    let connection = connection_on(url).await?;
     let channel = connection.create_channel().await?;
     Ok((connection, channel))
+}
+
+/// A raw AMQP connection to the first of `url`'s addresses that answers;
+/// the last address's error when none does.
+pub async fn connection_on(url: &BrokerUrl) -> anyhow::Result<Connection> {
+    let mut failure = anyhow::anyhow!("no broker address in {url}");
+    for address in url.addresses() {
+        match Connection::connect(address.expose(), ConnectionProperties::default()).await {
+            Ok(connection) => return Ok(connection),
+            Err(err) => {
+                failure = anyhow::Error::new(err).context(format!("connecting to {address}"))
+            }
+        }
+    }
+    Err(failure)
 }
 
 /// The number of ready messages in `queue`.
@@ -170,14 +185,16 @@ pub async fn publish_raw(
     Ok(())
 }
 
-/// Declares a plain (non-durable) queue, e.g. a raw reply queue.
+/// Declares a plain queue exclusive to `channel`'s connection (deleted
+/// with it), e.g. a raw reply queue. Never a transient non-exclusive
+/// queue, which RabbitMQ 4.3 refuses.
 pub async fn declare_plain_queue(channel: &Channel, queue: &str) -> anyhow::Result<()> {
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
     channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_declare(queue.into(), exclusive, FieldTable::default())
         .await?;
     Ok(())
 }
@@ -216,12 +233,18 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
 /// Deletes queues and their dead-letter queues (best effort), for cleanup
 /// at the end of a test.
 pub async fn delete_queues(queues: &[&str]) {
-    if let Ok((connection, channel)) = channel().await {
+    if let Ok((connection, _)) = channel().await {
         for queue in queues {
             for name in [queue.to_string(), format!("{queue}.dead")] {
+                // A channel per deletion: a refused one (an exclusive queue
+                // of another connection) closes its channel.
+                let Ok(channel) = connection.create_channel().await else {
+                    break;
+                };
                 let _ = channel
                     .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                     .await;
+                let _ = channel.close(200, "OK".into()).await;
             }
         }
         let _ = connection.close(200, "OK".into()).await;
@@ -317,7 +340,7 @@ impl Drop for TestWorker {
 /// passive declares (consumer counts are updated synchronously by the
 /// broker when basic.consume-ok is sent).
 pub async fn wait_for_consumers(url: &BrokerUrl, queues: &[String]) -> anyhow::Result<()> {
-    let connection = Connection::connect(url.expose(), ConnectionProperties::default()).await?;
+    let connection = connection_on(url).await?;
     let deadline = tokio::time::Instant::now() + GUARD;
     for queue in queues {
         loop {

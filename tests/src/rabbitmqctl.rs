@@ -1,6 +1,7 @@
 //! Broker administration through `rabbitmqctl`: throwaway vhosts and
 //! users, and force-closed connections.
 
+use std::collections::HashMap;
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -29,6 +30,31 @@ impl Vhost {
     /// The broker URL of this vhost.
     pub fn url(&self) -> BrokerUrl {
         broker_url_for_vhost(&self.name)
+    }
+
+    /// The type (`classic`, `quorum`, `stream`) and the arguments, as
+    /// `rabbitmqctl` prints them, of every queue of this vhost, by name.
+    pub fn queue_types(&self) -> anyhow::Result<HashMap<String, (String, String)>> {
+        let output = Command::new("rabbitmqctl")
+            .args(["list_queues", "-p", &self.name, "name", "type", "arguments"])
+            .args(["-q", "--no-table-headers"])
+            .output()
+            .context("rabbitmqctl is not installed")?;
+        if !output.status.success() {
+            bail!(
+                "rabbitmqctl list_queues failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let mut queues = HashMap::new();
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let mut fields = line.splitn(3, '\t');
+            if let (Some(name), Some(kind)) = (fields.next(), fields.next()) {
+                let arguments = fields.next().unwrap_or_default().to_owned();
+                queues.insert(name.to_owned(), (kind.to_owned(), arguments));
+            }
+        }
+        Ok(queues)
     }
 }
 

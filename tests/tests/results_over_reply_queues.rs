@@ -74,16 +74,17 @@ fn chunks() -> Vec<SumRangeArgs> {
         .collect()
 }
 
-/// Declares a plain (non-durable) queue to receive results published by
-/// hand-made messages, and consumes it one unacknowledged message at a
-/// time, so whatever follows stays ready and countable.
+/// Declares a plain queue, exclusive to `channel`'s connection, to receive
+/// results published by hand-made messages, and consumes it one
+/// unacknowledged message at a time, so whatever follows stays ready and
+/// countable.
 async fn raw_reply_queue(channel: &Channel, name: &str) -> Consumer {
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
     channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_declare(name.into(), exclusive, FieldTable::default())
         .await
         .unwrap();
     channel

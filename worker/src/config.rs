@@ -13,7 +13,9 @@ use crate::{Backoff, ProducerSpan, RetryPolicy};
 /// How a [`Worker`](crate::Worker) connects and consumes.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// The broker. Defaults to `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// The broker: one address, or several (a cluster's nodes) tried in
+    /// turn, round robin, when connecting and reconnecting. Defaults to
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`.
     pub broker_url: BrokerUrl,
     /// The queues to consume. Defaults to `["celery"]`.
     pub queues: Vec<String>,
@@ -41,7 +43,10 @@ pub struct WorkerConfig {
     pub retry: RetryPolicy,
     /// A message delivered this many times without being settled (it
     /// crashed or stalled the workers that took it) is dead-lettered with
-    /// reason `delivery limit` instead of running again. Defaults to 5.
+    /// reason `delivery limit` instead of running again. Quorum queues
+    /// the worker declares get it as their `x-delivery-limit`, so a
+    /// producer declaring them must use the same (`from_config`: the
+    /// file's `delivery_limit`, which its topology carries). Defaults to 5.
     pub delivery_limit: u32,
     /// The shape of the shared delay topology. Defaults to quorum delay
     /// queues, as Celery's `broker_native_delayed_delivery_queue_type`.
@@ -52,8 +57,9 @@ pub struct WorkerConfig {
     pub reconnect: Backoff,
     /// How long connecting to the broker and setting up the consumers may
     /// take before the attempt is abandoned and tried again (a broker that
-    /// accepts connections but does not answer, while it boots). Defaults
-    /// to 30 s.
+    /// accepts connections but does not answer, while it boots); the
+    /// attempt's next address (with several) waits for the next attempt.
+    /// Defaults to 30 s.
     pub connect_timeout: Duration,
     /// Where to serve `/metrics` (Prometheus), `/healthz` and `/readyz`
     /// while the worker runs; port 0 picks a free one (see
@@ -123,8 +129,9 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Topology, size limit, routes and rate limits from a loaded
-    /// [`Config`]; queues default to its default queue.
+    /// Topology (queue types included), size limit, routes, rate limits
+    /// and delivery limit from a loaded [`Config`]; queues default to its
+    /// default queue.
     pub fn from_config(config: &Config, broker_url: BrokerUrl) -> Self {
         Self {
             broker_url,
@@ -133,6 +140,7 @@ impl WorkerConfig {
             max_message_size: config.max_message_size,
             router: config.router(),
             rate_limits: config.rate_limits.clone(),
+            delivery_limit: config.delivery_limit,
             ..Self::default()
         }
     }

@@ -174,7 +174,8 @@ async fn declare_queue(
         config.topology.queue_def(queue).declare(&channel).await?;
         DelayTopology::bind_queue(&channel, queue).await?;
         let retention = config.topology.dead_letter_retention(queue);
-        DeadLetterTopology::declare_with(&channel, queue, &retention).await
+        let queue_type = config.topology.queue_type(queue);
+        DeadLetterTopology::declare_with(&channel, queue, &retention, queue_type).await
     }
     .await;
     let _ = channel.close(200, "OK".into()).await;

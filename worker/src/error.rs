@@ -46,6 +46,16 @@ pub enum Error {
     /// The worker was configured to consume no queue.
     #[error("no queue to consume")]
     NoQueues,
+    /// A queue to consume is defined as something its queue type cannot
+    /// be (a quorum queue with priorities, say).
+    #[error("queue `{queue}` cannot be declared")]
+    QueueDefinition {
+        /// The queue.
+        queue: String,
+        /// What its type refuses.
+        #[source]
+        source: celeriac_shared::QuorumConflict,
+    },
     /// The metrics address could not be listened on (in use, say).
     #[error("cannot listen for metrics on {addr}")]
     MetricsListen {
@@ -73,7 +83,10 @@ impl Error {
             Error::Connect { source, .. } | Error::Amqp { source, .. } => is_transient(source),
             Error::Topology(err) => err.is_transient(),
             Error::ConsumerClosed { .. } | Error::Stalled { .. } | Error::Revocations(_) => true,
-            Error::InvalidBrokerUrl(_) | Error::NoQueues | Error::MetricsListen { .. } => false,
+            Error::InvalidBrokerUrl(_)
+            | Error::NoQueues
+            | Error::QueueDefinition { .. }
+            | Error::MetricsListen { .. } => false,
         }
     }
 

@@ -211,10 +211,16 @@ fn before_running(facts: &Facts<'_>) -> Plan {
         };
     }
     let deliveries = facts.deliveries;
+    // A quorum queue counts earlier deliveries itself, and declares the
+    // same limit as its `x-delivery-limit`: its count is the only one, so
+    // the message runs `delivery_limit` times and is dead-lettered here on
+    // the next delivery, the last one the broker allows.
     if let Some(count) = deliveries.quorum_count {
         return match count >= facts.delivery_limit {
             true => Plan::Skip(Outcome::DeliveryLimit(count + 1)),
-            false => Plan::Run { redelivered: true },
+            false => Plan::Run {
+                redelivered: count > 0 || deliveries.redelivered,
+            },
         };
     }
     if !deliveries.redelivered {
@@ -489,6 +495,26 @@ mod tests {
         assert!(delays(Duration::from_secs(60)).all(within(Duration::from_secs(60))));
         let spread: std::collections::HashSet<Duration> = delays(Duration::ZERO).collect();
         assert!(spread.len() > 20, "too little jitter: {}", spread.len());
+    }
+
+    #[test]
+    fn a_quorum_queues_count_is_the_only_one_and_ends_the_message_at_the_limit() {
+        let message = TaskMessage::new("t", Vec::new(), Default::default());
+        let policy = RetryPolicy::default();
+        let at = |quorum_count, counted| {
+            let mut facts = fresh(&message, &policy, None);
+            facts.delivery_limit = 2;
+            facts.deliveries = Deliveries {
+                redelivered: quorum_count > 0,
+                quorum_count: Some(quorum_count),
+                counted,
+            };
+            plan(&facts)
+        };
+        assert!(matches!(at(0, 0), Plan::Run { redelivered: false }));
+        assert!(matches!(at(1, 0), Plan::Run { redelivered: true }));
+        assert!(matches!(at(1, 1), Plan::Run { redelivered: true }));
+        assert!(matches!(at(2, 0), Plan::Skip(Outcome::DeliveryLimit(3))));
     }
 
     #[test]

@@ -308,7 +308,8 @@ impl Publisher {
             return sent;
         }
         let retention = self.topology.dead_letter_retention(queue);
-        DeadLetterTopology::declare_with(&self.channel, queue, &retention).await?;
+        let queue_type = self.topology.queue_type(queue);
+        DeadLetterTopology::declare_with(&self.channel, queue, &retention, queue_type).await?;
         self.publish(span(), exchange, queue, &delivery.data, properties, true)
             .await
     }

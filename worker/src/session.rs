@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use celeriac_shared::{DeadLetterTopology, DelayTopology, ErrorChain, declare_event_exchange};
+use celeriac_shared::{
+    BrokerRotation, DeadLetterTopology, DelayTopology, ErrorChain, declare_event_exchange,
+};
 use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, ConfirmSelectOptions};
 use lapin::{Connection, ConnectionProperties};
@@ -35,6 +37,10 @@ use crate::{Error, Registry, WorkerConfig};
 pub(crate) struct Shared<'a> {
     /// The task handlers.
     pub(crate) registry: &'a Registry,
+    /// The broker's addresses, and which one the next session tries
+    /// first: each session starts after the address the last one tried,
+    /// so a session lost on one node is replaced on the next.
+    pub(crate) brokers: &'a BrokerRotation,
     /// This worker's name, written into dead letters.
     pub(crate) node: String,
     /// What `/readyz` reports: each session points it at its connection.
@@ -106,7 +112,7 @@ impl Session {
     /// dead-letter queue and delayed-delivery binding, and starts one
     /// consumer per queue on its own channel with per-consumer prefetch.
     pub(crate) async fn open(config: &WorkerConfig, shared: &Shared<'_>) -> Result<Self, Error> {
-        let connection = Arc::new(connect(config).await?);
+        let connection = Arc::new(connect(config, shared.brokers).await?);
         shared.health.connected(connection.status().clone());
         let started = async {
             let revocations = match RevocationFollower::start(
@@ -371,17 +377,38 @@ async fn start(
     Ok((Arc::new(consumers), deliveries, arrivals, dispatcher))
 }
 
-async fn connect(config: &WorkerConfig) -> Result<Connection, Error> {
-    let url = &config.broker_url;
-    let properties = ConnectionProperties::default()
-        .with_connection_name(config.connection_name.as_str().into());
-    let uri = url.parse().map_err(Error::InvalidBrokerUrl)?;
-    Connection::connect_uri(uri, properties)
-        .await
-        .map_err(|source| Error::Connect {
-            url: url.to_string(),
-            source,
-        })
+/// Connects to the first address of a round of `brokers` that answers,
+/// each given [`WorkerConfig::connect_timeout`]; the error of the last
+/// address when none does.
+async fn connect(config: &WorkerConfig, brokers: &BrokerRotation) -> Result<Connection, Error> {
+    let mut failure = None;
+    for (address, uri) in brokers.round() {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(config.connection_name.as_str().into());
+        let attempt = Connection::connect_uri(uri, properties);
+        let err = match tokio::time::timeout(config.connect_timeout, attempt).await {
+            Ok(Ok(connection)) => {
+                info!(broker = %address, "connected to the broker at {address}");
+                return Ok(connection);
+            }
+            Ok(Err(err)) => err,
+            Err(_) => lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {:?}", config.connect_timeout),
+            )),
+        };
+        if brokers.count() > 1 {
+            warn!(
+                broker = %address, error = %ErrorChain(&err),
+                "cannot connect to the broker at {address}; trying the next address"
+            );
+        }
+        failure = Some(err);
+    }
+    Err(Error::Connect {
+        url: config.broker_url.to_string(),
+        source: failure.unwrap_or_else(|| std::io::Error::other("no broker address").into()),
+    })
 }
 
 /// Declares the delay topology, then each queue with its dead-letter
@@ -396,7 +423,8 @@ async fn declare(config: &WorkerConfig, connection: &Connection) -> Result<(), E
         config.topology.queue_def(queue).declare(&control).await?;
         DelayTopology::bind_queue(&control, queue).await?;
         let retention = config.topology.dead_letter_retention(queue);
-        DeadLetterTopology::declare_with(&control, queue, &retention).await?;
+        let queue_type = config.topology.queue_type(queue);
+        DeadLetterTopology::declare_with(&control, queue, &retention, queue_type).await?;
     }
     let _ = control.close(200, "OK".into()).await;
     Ok(())

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use celeriac_shared::{ErrorChain, Task};
+use celeriac_shared::{BrokerRotation, ErrorChain, Task};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{error, info, warn};
@@ -111,7 +111,10 @@ impl Worker {
     /// is lost, the worker abandons its in-flight tasks (the broker
     /// redelivers them), waits per [`WorkerConfig::reconnect`], connects
     /// again, re-declares its queues and consumes again, for as long as it
-    /// takes. It returns an error only for what waiting cannot mend (see
+    /// takes. With several broker addresses in [`WorkerConfig::broker_url`],
+    /// each connection attempt tries them in turn, starting with the one
+    /// after the address last tried (see [`BrokerRotation`]), and waits
+    /// only once none answered. It returns an error only for what waiting cannot mend (see
     /// [`Error::can_be_recovered`]): wrong credentials, a missing vhost, a
     /// queue declared with other arguments, an untrusted certificate.
     ///
@@ -123,11 +126,29 @@ impl Worker {
         if self.config.queues.is_empty() {
             return Err(Error::NoQueues);
         }
+        // Quorum queues are declared with the limit this worker applies,
+        // so that the broker's own limit never acts first.
+        let limit = self.config.delivery_limit.max(1);
+        let topology = std::mem::take(&mut self.config.topology);
+        self.config.topology = topology.delivery_limit(limit);
+        for queue in self.config.consumed_queues() {
+            let def = self.config.topology.queue_def(&queue);
+            def.check()
+                .map_err(|source| Error::QueueDefinition { queue, source })?;
+        }
         let health = Arc::new(Health::default());
         let listener = self.metrics_listener.take();
         let (metrics, _server) =
             MetricsServer::serve(listener, self.config.metrics_addr, &health).await?;
         let config = &self.config;
+        let brokers = match BrokerRotation::new(&config.broker_url) {
+            Ok(brokers) => brokers,
+            Err(err) => {
+                let err = Error::InvalidBrokerUrl(err);
+                error!(error = %ErrorChain(&err), "worker stopped: waiting cannot mend this");
+                return Err(err);
+            }
+        };
         let remote_stop = Arc::new(Notify::new());
         let shutdown = async {
             tokio::select! {
@@ -148,6 +169,7 @@ impl Worker {
         let rate_limits = Arc::new(rate_limits);
         let shared = Shared {
             registry: &self.registry,
+            brokers: &brokers,
             node,
             health: &health,
             metrics: &metrics,

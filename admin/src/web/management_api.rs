@@ -65,10 +65,10 @@ impl ManagedQueue {
 
 impl ManagementApi {
     /// A client of the API at `base` (e.g. `http://127.0.0.1:15672`) for
-    /// the vhost and credentials of `broker`; `None` if the broker URL
-    /// does not parse.
+    /// the vhost and credentials of `broker` (its first address); `None`
+    /// if the broker URL does not parse.
     pub(crate) fn new(base: &str, broker: &BrokerUrl) -> Option<Self> {
-        let uri = broker.parse().ok()?;
+        let uri = broker.parse().ok()?.into_iter().next()?;
         let vhost = utf8_percent_encode(&uri.vhost, NON_ALPHANUMERIC);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))

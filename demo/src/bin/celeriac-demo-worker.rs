@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use celeriac_demo as demo;
-use celeriac_shared::{BrokerUrl, Config};
+use celeriac_shared::{BrokerUrl, Config, QueueType};
 use celeriac_telemetry::{LogFormat, Logs, Telemetry};
 use celeriac_worker::{Worker, WorkerConfig};
 use clap::Parser;
@@ -34,9 +34,17 @@ struct Args {
     /// Routing and topology file (TOML).
     #[arg(long, env = "CELERIAC_CONFIG")]
     config: Option<PathBuf>,
-    /// Broker URL.
+    /// `classic` or `quorum` (replicated): the type of every queue whose
+    /// `[[queue]]` entry sets none, instead of the config file's top-level
+    /// `queue_type`. Producers must declare the queues alike.
+    #[arg(long, env = "CELERIAC_QUEUE_TYPE")]
+    queue_type: Option<QueueType>,
+    /// Broker URL. Repeat the flag, or give a comma-separated list (also
+    /// in CELERIAC_BROKER_URL), for several addresses (a cluster's nodes):
+    /// the worker connects to the first that answers and, when that
+    /// connection is lost, to the next.
     #[arg(long, env = "CELERIAC_BROKER_URL", default_value = BrokerUrl::LOCAL, hide_env_values = true)]
-    broker: String,
+    broker: Vec<String>,
     /// How long in-flight tasks get to finish on shutdown, e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     grace_period: Duration,
@@ -62,11 +70,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let logs = Logs::stdout(args.log_format, "RUST_LOG", "info,lapin=warn");
     let telemetry = Telemetry::init("celeriac-demo-worker", logs)?;
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let mut config = WorkerConfig::from_config(&file, BrokerUrl::new(args.broker));
+    if let Some(queue_type) = args.queue_type {
+        file.queue_type = queue_type;
+    }
+    let mut config = WorkerConfig::from_config(&file, BrokerUrl::from_addresses(&args.broker));
     if !args.queues.is_empty() {
         config.queues = args.queues;
     }

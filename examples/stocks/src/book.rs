@@ -148,13 +148,25 @@ impl StockBook {
 
     /// Task `task_id` answered: its stocks are ready (unless a newer
     /// refresh took them over meanwhile).
+    ///
+    /// A task this book does not know (another replica of the service
+    /// sent it, and died) is adopted: it is remembered, and its quotes
+    /// update the stocks that no known refresh is loading and whose price
+    /// is older.
     pub fn succeeded(&self, task_id: &str, quotes: Vec<Quote>) {
         let mut inner = self.lock();
+        let adopted = inner.adopt(task_id);
         for quote in &quotes {
-            if let Some(stock) = inner.stock_of(task_id, &quote.symbol) {
+            let stock = if adopted {
+                inner.stock_older_than(quote)
+            } else {
+                inner.stock_of(task_id, &quote.symbol)
+            };
+            if let Some(stock) = stock {
                 stock.status = StockStatus::Ready;
                 stock.price = Some(quote.price);
                 stock.as_of = Some(quote.as_of.clone());
+                stock.task_id = Some(task_id.to_owned());
             }
         }
         if let Some(record) = inner.tasks.get_mut(task_id) {
@@ -164,9 +176,11 @@ impl StockBook {
     }
 
     /// Task `task_id` failed: its stocks keep their old price, marked
-    /// failed.
+    /// failed. A task this book does not know is adopted and remembered as
+    /// failed (which stocks it was for is not known).
     pub fn failed(&self, task_id: &str, error: String) {
         let mut inner = self.lock();
+        inner.adopt(task_id);
         let symbols: Vec<String> = inner.stocks.keys().cloned().collect();
         for symbol in symbols {
             if let Some(stock) = inner.stock_of(task_id, &symbol) {
@@ -200,6 +214,33 @@ impl Inner {
                 self.tasks.remove(&oldest);
             }
         }
+    }
+
+    /// Remembers `task_id` as pending if this book does not know it;
+    /// whether it did so.
+    fn adopt(&mut self, task_id: &str) -> bool {
+        if self.tasks.contains_key(task_id) {
+            return false;
+        }
+        self.remember(TaskRecord {
+            id: task_id.to_owned(),
+            state: TaskStatus::Pending,
+            result: None,
+            error: None,
+        });
+        true
+    }
+
+    /// The stock of `quote` if no refresh is loading it and its price is
+    /// older than the quote (timestamps of one format compare as text).
+    fn stock_older_than(&mut self, quote: &Quote) -> Option<&mut Stock> {
+        self.stocks.get_mut(&quote.symbol).filter(|stock| {
+            stock.status != StockStatus::Loading
+                && stock
+                    .as_of
+                    .as_deref()
+                    .is_none_or(|as_of| as_of < quote.as_of.as_str())
+        })
     }
 
     /// The stock `symbol` if task `task_id` is still the one refreshing it.
@@ -246,6 +287,36 @@ mod tests {
         book.failed("new", "boom".into());
         assert_eq!(book.stocks()[0].status, StockStatus::Failed);
         assert_eq!(book.task("new").unwrap().error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn a_result_of_a_task_another_replica_sent_is_adopted() {
+        let book = StockBook::new(["ACME", "GLOBEX"]);
+        book.loading("mine", &["GLOBEX".into()]);
+        book.succeeded("theirs", vec![quote("ACME", 3.0), quote("GLOBEX", 4.0)]);
+        let stocks = book.stocks();
+        assert_eq!(stocks[0].status, StockStatus::Ready);
+        assert_eq!(stocks[0].price, Some(3.0));
+        assert_eq!(stocks[0].task_id.as_deref(), Some("theirs"));
+        assert_eq!(
+            stocks[1].status,
+            StockStatus::Loading,
+            "my refresh is newer"
+        );
+        assert_eq!(book.task("theirs").unwrap().state, TaskStatus::Success);
+        book.failed("lost", "boom".into());
+        assert_eq!(book.task("lost").unwrap().state, TaskStatus::Failure);
+    }
+
+    #[test]
+    fn an_adopted_result_does_not_overwrite_a_newer_price() {
+        let book = StockBook::new(["ACME"]);
+        book.loading("new", &["ACME".into()]);
+        let mut newer = quote("ACME", 2.0);
+        newer.as_of = "2026-06-01T00:00:00.000Z".into();
+        book.succeeded("new", vec![newer]);
+        book.succeeded("old", vec![quote("ACME", 1.0)]);
+        assert_eq!(book.stocks()[0].price, Some(2.0));
     }
 
     #[test]

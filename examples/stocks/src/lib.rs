@@ -3,15 +3,21 @@
 //! `POST /stocks/refresh` marks the stocks loading, sends a
 //! `stocks.refresh` task and answers `202 Accepted` with the task id at
 //! once; a worker does the slow part (a simulated price API, one slow call
-//! per symbol) and returns the quotes over the service's reply queue; the
-//! service then updates the stocks. `GET /tasks/{id}` shows the task's
+//! per symbol) and returns the quotes over the service's named reply queue
+//! (`stocks-service.replies`, `--reply-queue`); the service's result
+//! handler then updates the stocks. `GET /tasks/{id}` shows the task's
 //! state and result, `GET /stocks` the stocks.
 //!
-//! State lives in the service's memory: the worker reports back through
-//! the reply queue (Celery's `rpc://`), so there is no database to run. A
-//! restarted service forgets its stocks and tasks, and a result that
-//! arrives while it is down is lost (the stock stays `loading` until the
-//! next refresh).
+//! The reply queue is durable and shared by every replica of the service
+//! ([`listen_for_results`]): a replica killed with refreshes in flight
+//! loses none of their results. They wait in the queue, and another
+//! replica (or the restarted one) receives them, records them (adopting
+//! tasks it did not send) and only then acknowledges them.
+//!
+//! State lives in each replica's memory, so there is no database to run:
+//! a restarted replica forgets the stocks and tasks it knew, and learns
+//! them again from the results it receives; `GET /tasks/{id}` of a task
+//! another replica sent answers 404 until its result reached this one.
 //!
 //! An incoming W3C `traceparent` header is honoured: the request's span
 //! continues the client's trace, and the task's publish, its processing on
@@ -32,15 +38,20 @@
 //!
 //! `docker compose up --build` runs both with everything else;
 //! `examples/stocks/tests/refresh_over_http.rs` drives the service over
-//! HTTP against the real broker.
+//! HTTP against the real broker (a replica dropped with a refresh in
+//! flight included), and `a_killed_service_loses_no_results.rs` kills the
+//! `stocks-service` process with refreshes in flight and sees their
+//! results land on the next one.
 
 mod book;
 mod http_span;
 mod prices;
+mod results;
 mod service;
 mod task;
 
 pub use book::{Stock, StockBook, StockStatus, TaskRecord, TaskStatus};
 pub use prices::{fetch_price, refresh, registry};
+pub use results::{REPLY_QUEUE, listen_for_results};
 pub use service::{App, RefreshOptions, router};
 pub use task::{Quote, RefreshArgs, RefreshStocks, STOCKS_QUEUE};

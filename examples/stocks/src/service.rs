@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use celeriac_producer::Producer;
-use celeriac_shared::CallError;
 use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
@@ -22,17 +21,13 @@ use crate::{RefreshArgs, RefreshStocks, StockBook, http_span};
 pub struct RefreshOptions {
     /// The simulated price API's latency per symbol, passed to the task.
     pub latency: Duration,
-    /// How long the service waits for a refresh's result before marking
-    /// the task failed.
-    pub timeout: Duration,
 }
 
 impl Default for RefreshOptions {
-    /// 500 ms per symbol, results within 5 minutes.
+    /// 500 ms per symbol.
     fn default() -> Self {
         Self {
             latency: Duration::from_millis(500),
-            timeout: Duration::from_secs(300),
         }
     }
 }
@@ -40,11 +35,12 @@ impl Default for RefreshOptions {
 /// Everything the handlers share.
 #[derive(Debug, Clone)]
 pub struct App {
-    /// Sends the refresh tasks and receives their results.
+    /// Sends the refresh tasks, their results to the named reply queue
+    /// that [`listen_for_results`](crate::listen_for_results) consumes.
     pub producer: Producer,
     /// The stocks and tasks.
     pub book: Arc<StockBook>,
-    /// Task latency and result timeout.
+    /// How refreshes are sent.
     pub options: RefreshOptions,
 }
 
@@ -82,7 +78,8 @@ async fn task(State(app): State<App>, Path(id): Path<String>) -> Response {
 }
 
 /// Marks the stocks loading, sends the task and answers 202 with its id;
-/// the result is awaited in the background.
+/// the result is recorded by the handler on the named reply queue, in
+/// whichever replica receives it.
 async fn refresh(State(app): State<App>, body: Option<Json<RefreshRequest>>) -> Response {
     let wanted = body.and_then(|Json(request)| request.symbols);
     let symbols = wanted.unwrap_or_else(|| app.book.symbols());
@@ -110,15 +107,9 @@ async fn refresh(State(app): State<App>, body: Option<Json<RefreshRequest>>) -> 
     let task_id = handle.id().to_owned();
     let stocks = app.book.loading(&task_id, &symbols);
     info!(task_id = %task_id, task = "stocks.refresh", symbols = symbols.len(), "refresh sent");
-    let (book, timeout, id) = (Arc::clone(&app.book), app.options.timeout, task_id.clone());
-    // Not in the request's span: that span ends with the 202.
-    tokio::spawn(async move {
-        match handle.wait(timeout).await {
-            Ok(quotes) => book.succeeded(&id, quotes),
-            Err(CallError::Failed { failure, .. }) => book.failed(&id, failure.message),
-            Err(err) => book.failed(&id, err.to_string()),
-        }
-    });
+    // The handle is not awaited: the result goes to the service's named
+    // reply queue, and the replica that receives it records it.
+    drop(handle);
     let location = format!("/tasks/{task_id}");
     let body = json!({ "task_id": task_id, "status_url": location, "stocks": stocks });
     (

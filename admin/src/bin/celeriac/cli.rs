@@ -13,9 +13,13 @@ use crate::{beat, dashboard, dlq, retries};
 #[derive(Debug, Parser)]
 #[command(version, about = "Send celeriac tasks and inspect queues")]
 pub(crate) struct Cli {
-    /// Broker URL.
+    /// Broker URL, e.g. `amqp://user:password@host:5672/%2f`. Repeat the
+    /// flag, or give a comma-separated list (also in CELERIAC_BROKER_URL),
+    /// for several addresses (a cluster's nodes): celeriac connects to the
+    /// first that answers and, when that connection is lost, to the next.
+    /// Defaults to the local broker's guest account.
     #[arg(long, global = true, env = "CELERIAC_BROKER_URL", default_value = celeriac_shared::BrokerUrl::LOCAL, hide_env_values = true, hide_default_value = true)]
-    pub(crate) broker: String,
+    pub(crate) broker: Vec<String>,
     /// Routing and topology file (TOML).
     #[arg(long, global = true, env = "CELERIAC_CONFIG")]
     pub(crate) config: Option<PathBuf>,

@@ -25,7 +25,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let broker = BrokerUrl::new(cli.broker);
+    let broker = BrokerUrl::from_addresses(&cli.broker);
     let producer = Producer::connect(ProducerConfig::from_config(&file, broker.clone()))
         .await
         .with_context(|| format!("cannot reach the broker at {broker}"))?;

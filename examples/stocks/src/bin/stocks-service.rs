@@ -1,6 +1,8 @@
 //! The stocks web service: `POST /stocks/refresh`, `GET /tasks/{id}`,
 //! `GET /stocks` on `--listen` (default `0.0.0.0:8080`), sending
-//! `stocks.refresh` to the `stocks` queue. See the crate docs.
+//! `stocks.refresh` to the `stocks` queue and receiving results on the
+//! reply queue every replica shares (`--reply-queue`, default
+//! `stocks-service.replies`). See the crate docs.
 //!
 //! ```text
 //! stocks-service --listen 127.0.0.1:8080 --symbols ACME,GLOBEX,INITECH
@@ -11,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use celeriac_example_stocks::{App, RefreshOptions, STOCKS_QUEUE, StockBook, router};
+use celeriac_example_stocks::{
+    App, REPLY_QUEUE, RefreshOptions, STOCKS_QUEUE, StockBook, listen_for_results, router,
+};
 use celeriac_producer::{Producer, ProducerConfig};
 use celeriac_shared::{BrokerUrl, Route, Router};
 use celeriac_telemetry::{LogFormat, Logs, Telemetry};
@@ -34,6 +38,10 @@ struct Args {
     /// The queue refresh tasks go to.
     #[arg(long, default_value = STOCKS_QUEUE)]
     queue: String,
+    /// The durable reply queue that every replica of the service shares,
+    /// so a result outlives the replica that sent its task.
+    #[arg(long, default_value = REPLY_QUEUE)]
+    reply_queue: String,
     /// The simulated price API's latency per symbol, e.g. `500ms`.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     latency: Duration,
@@ -55,15 +63,18 @@ async fn main() -> anyhow::Result<()> {
         broker_url: BrokerUrl::new(args.broker),
         router: Router::new(vec![route], celeriac_shared::DEFAULT_QUEUE),
         ..ProducerConfig::default()
-    };
+    }
+    .reply_queue(args.reply_queue);
     let producer = Producer::connect(config)
         .await
         .context("cannot reach the broker")?;
     let options = RefreshOptions {
         latency: args.latency,
-        ..RefreshOptions::default()
     };
     let book = Arc::new(StockBook::new(args.symbols));
+    let results = listen_for_results(&producer, Arc::clone(&book))
+        .await
+        .context("cannot consume the reply queue")?;
     let app = App {
         producer,
         book,
@@ -74,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
     let served = axum::serve(listener, router(app))
         .with_graceful_shutdown(celeriac_telemetry::shutdown_signal())
         .await;
+    results.stop().await;
     if let Err(err) = telemetry.shutdown() {
         tracing::warn!(error = %err, "spans may be lost");
     }
