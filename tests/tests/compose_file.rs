@@ -263,3 +263,239 @@ fn two_beat_replicas_run_the_demo_schedule() {
     let broker = env_var(&beat, "CELERIAC_BROKER_URL").unwrap();
     assert_eq!(url_host(&broker), "rabbitmq");
 }
+
+const CLUSTER_RABBITMQ_CONF: &str = include_str!("../../compose/cluster/rabbitmq.conf");
+const CLUSTER_CELERIAC_TOML: &str = include_str!("../../compose/cluster/celeriac.toml");
+
+/// The nodes of the `cluster` profile.
+const CLUSTER_NODES: [&str; 3] = ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"];
+
+/// The services that run on `docker compose up`, without a profile.
+const DEFAULT_SERVICES: [&str; 8] = [
+    "rabbitmq",
+    "jaeger",
+    "worker-celery",
+    "worker-reports",
+    "worker-stocks",
+    "stocks",
+    "beat",
+    "dashboard",
+];
+
+/// A service's profiles; empty when it has none (it always runs).
+fn profiles(service: &Value) -> Vec<String> {
+    match &service["profiles"] {
+        Value::Null => Vec::new(),
+        Value::Sequence(names) => names
+            .iter()
+            .map(|name| name.as_str().unwrap().to_owned())
+            .collect(),
+        other => panic!("profiles is not a list: {other:?}"),
+    }
+}
+
+/// The services a service depends on, from the list or the map form.
+fn depends_on(service: &Value) -> Vec<String> {
+    match &service["depends_on"] {
+        Value::Null => Vec::new(),
+        Value::Sequence(names) => names
+            .iter()
+            .map(|name| name.as_str().unwrap().to_owned())
+            .collect(),
+        Value::Mapping(map) => map
+            .keys()
+            .map(|name| name.as_str().unwrap().to_owned())
+            .collect(),
+        other => panic!("depends_on is neither a list nor a map: {other:?}"),
+    }
+}
+
+/// The `key = value` settings of a rabbitmq.conf (sysctl format).
+fn rabbitmq_conf(text: &str) -> Vec<(&str, &str)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line.split_once('=').unwrap();
+            (key.trim(), value.trim())
+        })
+        .collect()
+}
+
+/// The hosts of a comma-separated broker URL list, in order.
+fn broker_hosts(urls: &str) -> Vec<&str> {
+    urls.split(',').map(|url| url_host(url.trim())).collect()
+}
+
+#[test]
+fn the_cluster_profile_runs_three_rabbitmq_nodes_with_one_cookie() {
+    let mut cookies = Vec::new();
+    for name in CLUSTER_NODES {
+        let node = service(name);
+        assert_eq!(profiles(&node), ["cluster"], "{name} profiles");
+        assert!(
+            node["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("rabbitmq:3.13-management"),
+            "{name}: the default broker's image"
+        );
+        // The node name is rabbit@<hostname>, as the peer list says.
+        assert_eq!(node["hostname"].as_str(), Some(name), "{name} hostname");
+        let cookie = env_var(&node, "RABBITMQ_ERLANG_COOKIE").unwrap();
+        assert!(!cookie.is_empty(), "{name} has an Erlang cookie");
+        cookies.push(cookie);
+        let mounts: Vec<&str> = node["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|mount| mount.as_str().unwrap())
+            .collect();
+        assert!(
+            mounts.iter().any(|mount| {
+                mount.starts_with("./compose/cluster/rabbitmq.conf:/etc/rabbitmq/")
+                    && mount.ends_with(".conf:ro")
+            }),
+            "{name} mounts the cluster's rabbitmq.conf read-only: {mounts:?}"
+        );
+        let test = node["healthcheck"]["test"].as_sequence().unwrap();
+        assert!(
+            test.iter()
+                .any(|word| word.as_str() == Some("rabbitmq-diagnostics")),
+            "{name} healthcheck {test:?}"
+        );
+        let published = ports(&node);
+        for container in ["5672", "15672"] {
+            let port = published
+                .iter()
+                .find(|p| p.ends_with(&format!(":{container}")))
+                .unwrap();
+            assert!(
+                !["5672", "15672"].contains(&port.split(':').next().unwrap()),
+                "{name} publishes {port}, a port of the default rabbitmq"
+            );
+        }
+    }
+    cookies.dedup();
+    assert_eq!(cookies.len(), 1, "the three nodes share one cookie");
+}
+
+#[test]
+fn the_cluster_rabbitmq_conf_lists_all_three_nodes_for_peer_discovery() {
+    let settings = rabbitmq_conf(CLUSTER_RABBITMQ_CONF);
+    let setting = |key: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, value)| *value)
+    };
+    assert_eq!(
+        setting("cluster_formation.peer_discovery_backend"),
+        Some("classic_config")
+    );
+    let mut peers: Vec<&str> = settings
+        .iter()
+        .filter(|(key, _)| key.starts_with("cluster_formation.classic_config.nodes."))
+        .map(|(_, value)| *value)
+        .collect();
+    peers.sort_unstable();
+    let expected: Vec<String> = CLUSTER_NODES
+        .iter()
+        .map(|name| format!("rabbit@{}", service(name)["hostname"].as_str().unwrap()))
+        .collect();
+    assert_eq!(peers, expected);
+    // guest connects from the other containers, not from localhost.
+    assert!(
+        setting("loopback_users.guest") == Some("false")
+            || setting("loopback_users") == Some("none"),
+        "guest may connect over the network: {settings:?}"
+    );
+}
+
+#[test]
+fn the_cluster_worker_and_beat_use_all_three_nodes_and_quorum_queues() {
+    let config =
+        celeriac_shared::Config::from_toml(CLUSTER_CELERIAC_TOML, "compose/cluster/celeriac.toml")
+            .unwrap();
+    assert_eq!(config.queue_type, celeriac_shared::QueueType::Quorum);
+    for name in ["worker-cluster", "beat-cluster"] {
+        let service = service(name);
+        assert_eq!(profiles(&service), ["cluster"], "{name} profiles");
+        let broker = env_var(&service, "CELERIAC_BROKER_URL").unwrap();
+        assert_eq!(broker_hosts(&broker), CLUSTER_NODES, "{name} broker URL");
+        let config_path = env_var(&service, "CELERIAC_CONFIG").unwrap();
+        let mount = format!("./compose/cluster/celeriac.toml:{config_path}:ro");
+        let mounts = service["volumes"].as_sequence().unwrap();
+        assert!(
+            mounts.iter().any(|m| m.as_str() == Some(mount.as_str())),
+            "{name} mounts the cluster's celeriac.toml at {config_path}"
+        );
+        for node in CLUSTER_NODES {
+            assert!(
+                depends_on(&service).iter().any(|d| d == node),
+                "{name} waits for {node}"
+            );
+        }
+    }
+    let worker = service("worker-cluster");
+    assert_eq!(
+        env_var(&worker, "CELERIAC_QUEUE_TYPE").as_deref(),
+        Some("quorum")
+    );
+    let words = command_words(&worker);
+    assert_eq!(
+        words.first().map(String::as_str),
+        Some("celeriac-demo-worker")
+    );
+    let beat = service("beat-cluster");
+    assert_eq!(&command_words(&beat)[..2], ["celeriac", "beat"]);
+}
+
+#[test]
+fn docker_compose_up_without_the_profile_runs_the_default_stack_only() {
+    let services = services();
+    let services = services.as_mapping().unwrap();
+    let mut unprofiled: Vec<&str> = services
+        .iter()
+        .filter(|(_, service)| profiles(service).is_empty())
+        .map(|(name, _)| name.as_str().unwrap())
+        .collect();
+    unprofiled.sort_unstable();
+    let mut expected = DEFAULT_SERVICES.to_vec();
+    expected.sort_unstable();
+    assert_eq!(
+        unprofiled, expected,
+        "the services `docker compose up` runs"
+    );
+    for name in DEFAULT_SERVICES {
+        for dependency in depends_on(&service(name)) {
+            assert!(
+                DEFAULT_SERVICES.contains(&dependency.as_str()),
+                "{name} depends on {dependency}, outside the default stack"
+            );
+        }
+    }
+    // Both run together: no host port is published twice.
+    let mut host_ports: Vec<String> = services
+        .values()
+        .filter(|service| !service["ports"].is_null())
+        .flat_map(ports)
+        .map(|port| port.split(':').next().unwrap().to_owned())
+        .collect();
+    let published = host_ports.len();
+    host_ports.sort();
+    host_ports.dedup();
+    assert_eq!(
+        host_ports.len(),
+        published,
+        "a host port is published twice"
+    );
+}
+
+#[test]
+fn broker_hosts_splits_a_comma_separated_list() {
+    assert_eq!(
+        broker_hosts("amqp://guest:guest@a:5672/%2f, amqp://b/%2f,amqp://u:p@c"),
+        ["a", "b", "c"]
+    );
+}
