@@ -6,6 +6,7 @@
 //! makes sure one answers.
 
 pub mod certificates;
+mod cluster;
 pub mod dashboard;
 mod dead_letters;
 pub mod ledger;
@@ -16,6 +17,7 @@ mod rabbitmqctl;
 pub mod redis_ledger;
 mod scratch_broker;
 
+pub use cluster::Cluster;
 pub use dead_letters::{
     celeriac, declare_with_dead_letters, drain_task_ids, publish_dead_letters, rejected,
 };

@@ -1,0 +1,213 @@
+//! A cluster node killed under a worker and a producer: on the 3-node
+//! cluster of `scripts/cluster`, with quorum queues and all three
+//! addresses, SIGKILLing the node both are connected to, while tasks run,
+//! loses no confirmed task. The worker reconnects to another node and
+//! runs every task sent before the kill (those it was running again); a
+//! send after the kill is confirmed once the producer reconnected, and
+//! its result comes back.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use celeriac_producer::{Error, Producer, ProducerConfig, TaskHandle};
+use celeriac_shared::{QueueType, Router, SendOptions, Task, Topology};
+use celeriac_tests::{Cluster, GUARD, TestWorker, init_logging, unique, within};
+use celeriac_worker::{Registry, TaskError, WorkerConfig};
+use tokio::sync::{mpsc, watch};
+
+/// Tasks sent before the kill, after the first call: [`QUICK`] that run
+/// at once, the rest held until after the kill.
+const BEFORE: u32 = 20;
+
+/// Tasks of [`BEFORE`] that run at once. The others (5) are fewer than the
+/// worker's concurrency, so they cannot keep the quick ones waiting.
+const QUICK: u32 = 15;
+
+/// The worker's concurrency.
+const CONCURRENCY: usize = 8;
+
+/// Returns its number; `(number, hold)`: a held run waits for the gate.
+struct Step;
+
+impl Task for Step {
+    const NAME: &'static str = "test.failover.step";
+    type Args = (u32, bool);
+    type Output = u32;
+}
+
+/// What the worker's handler reports.
+enum Event {
+    /// A held task started and waits for the gate.
+    Held,
+    /// The task with this id ran to its end.
+    Ran(String),
+}
+
+/// `test.failover.step`, reporting to `events`; held runs wait until
+/// `gate` is open.
+fn stepping(events: mpsc::UnboundedSender<Event>, gate: watch::Receiver<bool>) -> Registry {
+    let mut registry = Registry::new();
+    registry.register::<Step, _, _>(move |(number, hold), ctx| {
+        let events = events.clone();
+        let mut gate = gate.clone();
+        async move {
+            if hold {
+                let _ = events.send(Event::Held);
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            let _ = events.send(Event::Ran(ctx.id().to_owned()));
+            Ok::<u32, TaskError>(number)
+        }
+    });
+    registry
+}
+
+/// Runs per task id, counted from the events.
+#[derive(Default)]
+struct Ledger {
+    runs: HashMap<String, usize>,
+    held: usize,
+}
+
+impl Ledger {
+    /// Counts `events` until `done` holds, failing after [`GUARD`].
+    async fn until(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+        what: &str,
+        done: impl Fn(&Self) -> bool,
+    ) {
+        within(what, async {
+            while !done(self) {
+                match events.recv().await.unwrap() {
+                    Event::Held => self.held += 1,
+                    Event::Ran(id) => *self.runs.entry(id).or_default() += 1,
+                }
+            }
+        })
+        .await;
+    }
+
+    fn ran_all(&self, ids: &[String]) -> bool {
+        ids.iter().all(|id| self.runs.contains_key(id))
+    }
+}
+
+fn quorum() -> Topology {
+    Topology::new(vec![]).default_queue_type(QueueType::Quorum)
+}
+
+async fn producer(cluster: &Cluster, queue: &str, name: &str) -> Producer {
+    let config = ProducerConfig {
+        broker_url: cluster.url(),
+        router: Router::new(vec![], queue),
+        topology: quorum(),
+        send_timeout: GUARD,
+        connection_name: name.to_owned(),
+        ..ProducerConfig::default()
+    };
+    Producer::connect(config).await.unwrap()
+}
+
+/// Sends `args` until the broker confirms it, for at most [`GUARD`], and
+/// returns its handle with how many sends the broker refused. The producer
+/// retries a send while the broker is out of reach, but not a negative
+/// confirm, which it leaves to its caller: a quorum queue whose leader was
+/// on the killed node nacks publishes until its other nodes elected one.
+async fn send_until_confirmed(producer: &Producer, args: (u32, bool)) -> (TaskHandle<u32>, u32) {
+    let mut nacks = 0;
+    let handle = within("a confirmed send after the kill", async {
+        loop {
+            match producer.send::<Step>(&args).await {
+                Ok(handle) => return handle,
+                Err(Error::Nacked { .. }) => nacks += 1,
+                Err(err) => panic!("send after the kill: {err}"),
+            }
+            // Pacing, as the producer's own backoff between attempts.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    (handle, nacks)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_node_a_worker_and_a_producer_use_loses_no_confirmed_task() {
+    init_logging();
+    let mut cluster = Cluster::start().await.unwrap();
+    let queue = unique("failover");
+    let worker_name = unique("failover-worker");
+    let producer_name = unique("failover-producer");
+    let (events, mut received) = mpsc::unbounded_channel();
+    let (gate, closed) = watch::channel(false);
+    let config = WorkerConfig {
+        broker_url: cluster.url(),
+        queues: vec![queue.clone()],
+        concurrency: CONCURRENCY,
+        topology: quorum(),
+        connection_name: worker_name.clone(),
+        ..WorkerConfig::default()
+    };
+    let worker = TestWorker::start_with(config, stepping(events, closed))
+        .await
+        .unwrap();
+    let producer = producer(&cluster, &queue, &producer_name).await;
+
+    let first = producer.send::<Step>(&(1, false)).await.unwrap();
+    let mut sent = vec![first.id().to_owned()];
+    assert_eq!(first.wait(GUARD).await.unwrap(), 1);
+    for number in 0..BEFORE {
+        let args = (number, number >= QUICK);
+        let handle = producer.send_with::<Step>(&args, SendOptions::ignore_result());
+        sent.push(handle.await.unwrap().id().to_owned());
+    }
+    let mut ledger = Ledger::default();
+    let held = (BEFORE - QUICK) as usize;
+    let quick = 1 + QUICK as usize;
+    ledger
+        .until(
+            &mut received,
+            "the quick tasks, and the held ones running",
+            |l| l.runs.len() == quick && l.held == held,
+        )
+        .await;
+
+    // Both lists start at node 1, so both connected there.
+    let nodes = cluster.nodes_of(&worker_name).unwrap();
+    assert_eq!(nodes.len(), 1, "the worker's connections: {nodes:?}");
+    let node = nodes[0];
+    assert_eq!(cluster.nodes_of(&producer_name).unwrap(), vec![node]);
+    cluster.kill(node).await.unwrap();
+    gate.send(true).unwrap();
+
+    // Confirmed only once the producer reconnected to another node, and
+    // run by the worker, which did so too.
+    let (after, nacks) = send_until_confirmed(&producer, (100, false)).await;
+    sent.push(after.id().to_owned());
+    assert_eq!(after.wait(GUARD).await.unwrap(), 100);
+    let moved = cluster.nodes_of(&worker_name).unwrap();
+    assert!(
+        moved.len() == 1 && moved[0] != node,
+        "the worker's connections after node {node} was killed: {moved:?}"
+    );
+
+    // The tasks running at the kill finish on a dead channel, so their
+    // acks are lost and the queue delivers them again.
+    ledger
+        .until(
+            &mut received,
+            "every task sent, and the tasks running at the kill again",
+            |l| l.ran_all(&sent) && l.held >= 2 * held,
+        )
+        .await;
+    let runs: usize = sent.iter().map(|id| ledger.runs[id]).sum();
+    eprintln!(
+        "node {node} killed: {} tasks confirmed, all ran; {} extra runs; \
+         {nacks} sends after the kill nacked",
+        sent.len(),
+        runs - sent.len()
+    );
+    let stopped = worker.stop().await;
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
