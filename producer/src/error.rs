@@ -52,7 +52,11 @@ pub enum Error {
         /// The broker's reason.
         reply_text: String,
     },
-    /// The broker refused the message (negative confirm).
+    /// The broker refused the message (negative confirm), for now: a
+    /// quorum queue nacks while it has no leader (a node was lost and the
+    /// others are electing one), a queue with `x-overflow =
+    /// reject-publish` while it is full. A send tries again until its
+    /// timeout, then fails with [`Error::Unconfirmed`] carrying this.
     #[error("the broker refused task {task_id} (negative publisher confirm)")]
     Nacked {
         /// The task id.
@@ -129,7 +133,8 @@ pub enum Error {
 
 impl Error {
     /// Whether waiting can mend this error: the broker is restarting or out
-    /// of reach, or the connection broke. A send retries these until its
+    /// of reach, the connection broke, or the broker refused the message
+    /// for now ([`Error::Nacked`]). A send retries these until its
     /// timeout; everything else fails the send at once.
     pub fn can_be_recovered(&self) -> bool {
         match self {
@@ -142,10 +147,9 @@ impl Error {
             },
             Error::Amqp { source, .. } => is_transient(source),
             Error::Codec(err) => err.is_transient(),
-            Error::Stalled { .. } => true,
+            Error::Stalled { .. } | Error::Nacked { .. } => true,
             Error::Pool(_)
             | Error::Unroutable { .. }
-            | Error::Nacked { .. }
             | Error::DuplicateTaskId { .. }
             | Error::Unconfirmed { .. }
             | Error::Workflow(_)
