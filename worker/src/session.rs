@@ -474,8 +474,11 @@ async fn pump(
             .acks
             .received(delivery.delivery_tag, delivery.acker.clone());
         let dispatcher = Arc::clone(dispatcher);
+        // The dispatch future is large: boxed, it is built once on the
+        // heap instead of being copied with the task on spawn and again
+        // when the task ends (a measurable share of a drain's CPU).
         in_flight.spawn(async move {
-            dispatcher.dispatch(&source, delivery).await;
+            Box::pin(dispatcher.dispatch(&source, delivery)).await;
             drop(permit);
         });
     }

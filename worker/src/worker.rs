@@ -217,7 +217,7 @@ impl Worker {
             }
             let delay = config.reconnect.delay(failures);
             failures = failures.saturating_add(1);
-            warn!(error = %ErrorChain(&err), retry_in = ?delay, "broker connection down; reconnecting");
+            warn!(error = %ErrorChain(&err), retry_in = ?delay, "lost the broker connection, its channel or a consumer; reconnecting");
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(delay) => {}
