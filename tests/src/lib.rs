@@ -12,6 +12,7 @@ mod dead_letters;
 pub mod ledger;
 mod otlp_receiver;
 mod processes;
+mod proxy;
 mod python;
 mod rabbitmqctl;
 pub mod redis_ledger;
@@ -25,6 +26,7 @@ pub mod spans;
 
 pub use otlp_receiver::{OtlpReceiver, ReceivedSpan};
 pub use processes::{DemoWorker, workspace_binary};
+pub use proxy::Proxy;
 pub use python::{Python, Transcript};
 pub use rabbitmqctl::{BrokerUser, Vhost, close_connections_named};
 pub use scratch_broker::{ScratchBroker, TlsFiles};
