@@ -68,14 +68,40 @@ impl Cluster {
         self.url.clone()
     }
 
+    /// The three nodes' addresses starting at node `first` (1 to 3), so
+    /// that clients given different lists connect to different nodes.
+    pub fn url_from(&self, first: usize) -> BrokerUrl {
+        let urls: Vec<&str> = self.url.expose().split(',').collect();
+        let start = (first - 1) % urls.len();
+        let rotated: Vec<&str> = urls[start..]
+            .iter()
+            .chain(&urls[..start])
+            .copied()
+            .collect();
+        BrokerUrl::new(rotated.join(","))
+    }
+
+    /// The node (1 to 3) that leads quorum queue `queue` of the default
+    /// vhost, as a node not killed sees it.
+    pub fn leader_of(&self, queue: &str) -> anyhow::Result<usize> {
+        let output = rabbitmqctl(self.asked()?, &["list_queues", "name", "leader"])?;
+        let leader = output
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(name, _)| *name == queue)
+            .with_context(|| format!("no queue {queue} in {output:?}"))?
+            .1
+            .trim();
+        (1..=3)
+            .find(|node| leader == format!("celeriac-c{node}@localhost"))
+            .with_context(|| format!("queue {queue} has no leader in the cluster: {leader:?}"))
+    }
+
     /// The nodes (1 to 3) that the connections its client named `name`
     /// are on, one entry per connection, as a node not killed lists them.
     pub fn nodes_of(&self, name: &str) -> anyhow::Result<Vec<usize>> {
-        let asked = (1..=3)
-            .find(|node| !self.killed.contains(node))
-            .context("every node was killed")?;
         let output = rabbitmqctl(
-            asked,
+            self.asked()?,
             &[
                 "list_connections",
                 "--timeout",
@@ -95,6 +121,21 @@ impl Cluster {
             nodes.push(usize::from(port - BASE_PORT));
         }
         Ok(nodes)
+    }
+
+    /// A node that was not killed, to ask about the cluster.
+    fn asked(&self) -> anyhow::Result<usize> {
+        (1..=3)
+            .find(|node| !self.killed.contains(node))
+            .context("every node was killed")
+    }
+
+    /// Starts node `node` again (`scripts/cluster restart`: stopped cleanly
+    /// first if it runs) and returns once it runs in the cluster.
+    pub async fn restart(&mut self, node: usize) -> anyhow::Result<()> {
+        script(&["restart", &node.to_string()], START_TIMEOUT).await?;
+        self.killed.retain(|killed| *killed != node);
+        Ok(())
     }
 
     /// SIGKILLs node `node`'s Erlang VM (`scripts/cluster kill`), as a

@@ -4,12 +4,14 @@
 //! the two.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use anyhow::Context;
 use celeriac_shared::Task;
 use celeriac_worker::{Registry, TaskContext, TaskError};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
+use tokio::time::Instant;
 
 /// `ledger.count()`: adds one to its task id's run count.
 #[derive(Debug)]
@@ -59,6 +61,17 @@ impl Tally {
     pub fn duplicated(&self) -> usize {
         self.runs.values().filter(|&&n| n > 1).count()
     }
+
+    /// One line: confirmed, ran, lost and duplicated tasks.
+    pub fn summary(&self) -> String {
+        format!(
+            "confirmed {}, ran {}, lost {}, duplicated {}",
+            self.confirmed.len(),
+            self.runs.len(),
+            self.lost().len(),
+            self.duplicated()
+        )
+    }
 }
 
 impl RedisLedger {
@@ -105,6 +118,19 @@ impl RedisLedger {
             .await?;
         let runs = connection.hgetall(format!("{}:runs", self.key)).await?;
         Ok(Tally { confirmed, runs })
+    }
+
+    /// Waits until every confirmed task has run, for at most `limit`, and
+    /// returns the tally then: one with lost tasks if they never ran.
+    pub async fn settled(&self, limit: Duration) -> redis::RedisResult<Tally> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let tally = self.tally().await?;
+            if tally.lost().is_empty() || Instant::now() > deadline {
+                return Ok(tally);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Deletes the ledger.

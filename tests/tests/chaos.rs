@@ -183,14 +183,7 @@ async fn no_confirmed_task_is_lost_through_broker_restarts_and_a_killed_worker()
         confirmed as u64, run.tasks,
         "every producer confirmed its count"
     );
-    let deadline = Instant::now() + DRAIN_GUARD;
-    let tally = loop {
-        let tally = run.ledger.tally().await.unwrap();
-        if tally.lost().is_empty() || Instant::now() > deadline {
-            break tally;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let tally = run.ledger.settled(DRAIN_GUARD).await.unwrap();
     let drained = started.elapsed();
 
     println!(
@@ -210,10 +203,8 @@ async fn no_confirmed_task_is_lost_through_broker_restarts_and_a_killed_worker()
         );
     }
     println!(
-        "\nconfirmed {confirmed}, ran {}, lost {}, duplicated {}; all published in {:.1} s, all run in {:.1} s",
-        tally.runs.len(),
-        tally.lost().len(),
-        tally.duplicated(),
+        "\n{}; all published in {:.1} s, all run in {:.1} s",
+        tally.summary(),
         published.as_secs_f64(),
         drained.as_secs_f64()
     );

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use celeriac_producer::{Producer, ProducerConfig};
-use celeriac_shared::{Router, SendOptions};
+use celeriac_shared::{QueueType, Router, SendOptions, Topology};
 use celeriac_tests::redis_ledger::{Count, RedisLedger, redis_url};
 use clap::Parser;
 use futures::StreamExt;
@@ -37,6 +37,12 @@ struct Args {
     /// faults to hit it.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
+    /// The type of the queues it declares: `classic` or `quorum`.
+    #[arg(long, default_value = "classic")]
+    queue_type: QueueType,
+    /// The connection's name, as the broker lists it.
+    #[arg(long, default_value = "chaos-producer")]
+    name: String,
 }
 
 #[tokio::main]
@@ -49,6 +55,8 @@ async fn main() -> anyhow::Result<()> {
     let config = ProducerConfig {
         broker_url: celeriac_tests::broker_url(),
         router: Router::new(vec![], &args.queue),
+        topology: Topology::new(vec![]).default_queue_type(args.queue_type),
+        connection_name: args.name,
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(config).await?;

@@ -7,6 +7,7 @@
 //! ```
 
 use anyhow::Context;
+use celeriac_shared::{QueueType, Topology};
 use celeriac_tests::redis_ledger::{RedisLedger, redis_url, registry};
 use celeriac_worker::{Worker, WorkerConfig};
 use clap::Parser;
@@ -23,6 +24,12 @@ struct Args {
     /// Tasks at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// The type of the queues it declares: `classic` or `quorum`.
+    #[arg(long, default_value = "classic")]
+    queue_type: QueueType,
+    /// The connection's name, as the broker lists it.
+    #[arg(long, default_value = "chaos-worker")]
+    name: String,
 }
 
 #[tokio::main]
@@ -38,6 +45,8 @@ async fn main() -> anyhow::Result<()> {
         broker_url: celeriac_tests::broker_url(),
         queues: vec![args.queue],
         concurrency: args.concurrency,
+        topology: Topology::new(vec![]).default_queue_type(args.queue_type),
+        connection_name: args.name,
         ..WorkerConfig::default()
     };
     let shutdown = async {
