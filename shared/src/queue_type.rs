@@ -72,6 +72,16 @@ impl std::str::FromStr for QueueType {
     }
 }
 
+impl std::fmt::Display for QueueType {
+    /// `classic` or `quorum`, as in `celeriac.toml`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        })
+    }
+}
+
 impl QueueType {
     /// The `x-queue-type` argument of a queue of this type: none for a
     /// classic queue, as Celery declares it.

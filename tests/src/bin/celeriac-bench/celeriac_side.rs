@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use celeriac_producer::{Producer, ProducerConfig};
-use celeriac_shared::{BrokerUrl, SendOptions, Signature, Task};
+use celeriac_shared::{BrokerUrl, QueueType, SendOptions, Signature, Task, Topology};
 use celeriac_worker::{Registry, TaskContext, TaskError, Worker, WorkerConfig};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, json};
@@ -13,12 +13,17 @@ use serde_json::{Map, json};
 use crate::fixture::{GUARD, Incr, Noop, NoopArgs, Total, TotalArgs, chord_total, noop_args};
 
 /// A producer with default settings, but `channels` confirm-mode channels
-/// if given.
-pub(crate) async fn producer(url: &BrokerUrl, channels: Option<usize>) -> anyhow::Result<Producer> {
+/// if given, declaring queues of `queue_type`.
+pub(crate) async fn producer(
+    url: &BrokerUrl,
+    channels: Option<usize>,
+    queue_type: QueueType,
+) -> anyhow::Result<Producer> {
     let defaults = ProducerConfig::default();
     let config = ProducerConfig {
         broker_url: url.clone(),
         channels: channels.unwrap_or(defaults.channels),
+        topology: Topology::new(vec![]).default_queue_type(queue_type),
         ..defaults
     };
     Producer::connect(config)
@@ -72,6 +77,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) prefetch: u16,
     /// Whether it sends Celery task events from the start.
     pub(crate) task_events: bool,
+    /// The type of the queues it declares.
+    pub(crate) queue_type: QueueType,
 }
 
 /// Runs a worker with `bench.noop`, `bench.incr` and `bench.total`
@@ -93,6 +100,7 @@ pub(crate) async fn run_worker(
         concurrency: settings.concurrency,
         prefetch: Some(settings.prefetch),
         task_events: settings.task_events,
+        topology: Topology::new(vec![]).default_queue_type(settings.queue_type),
         ..WorkerConfig::default()
     };
     Worker::with_registry(config, registry)

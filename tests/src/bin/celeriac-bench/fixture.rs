@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use celeriac_shared::{
-    BrokerUrl, DeadLetterTopology, EVENT_EXCHANGE, QueueDef, SendOptions, Task, TaskMessage,
-    declare_event_exchange, encode_arguments,
+    BrokerUrl, DeadLetterTopology, EVENT_EXCHANGE, QueueType, SendOptions, Task, TaskMessage,
+    Topology, declare_event_exchange, encode_arguments,
 };
 use chrono::Utc;
 use futures::StreamExt;
@@ -116,19 +116,22 @@ impl EncodedTask {
 /// from the connections being measured.
 pub(crate) struct Broker {
     url: BrokerUrl,
+    /// The type of the queues [`Broker::fresh_queue`] declares.
+    queue_type: QueueType,
     connection: Connection,
     channel: Channel,
 }
 
 impl Broker {
-    /// Connects to `url`.
-    pub(crate) async fn connect(url: BrokerUrl) -> anyhow::Result<Self> {
+    /// Connects to `url`, to declare queues of `queue_type`.
+    pub(crate) async fn connect(url: BrokerUrl, queue_type: QueueType) -> anyhow::Result<Self> {
         let connection = Connection::connect(url.expose(), ConnectionProperties::default())
             .await
             .with_context(|| format!("connecting to {url}"))?;
         let channel = connection.create_channel().await?;
         Ok(Self {
             url,
+            queue_type,
             connection,
             channel,
         })
@@ -140,10 +143,13 @@ impl Broker {
     }
 
     /// Declares a new, empty queue in Celery's default shape (durable,
-    /// bound to a direct exchange of the same name) and returns its name.
+    /// bound to a direct exchange of the same name), of the broker's queue
+    /// type and with the arguments celeriac gives a queue of that type,
+    /// and returns its name.
     pub(crate) async fn fresh_queue(&self, label: &str) -> anyhow::Result<String> {
         let name = celeriac_tests::unique(&format!("bench-{label}"));
-        QueueDef::new(&name).declare(&self.channel).await?;
+        let topology = Topology::new(vec![]).default_queue_type(self.queue_type);
+        topology.queue_def(&name).declare(&self.channel).await?;
         Ok(name)
     }
 

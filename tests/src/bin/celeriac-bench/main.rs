@@ -25,6 +25,7 @@ mod worker_process;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use celeriac_shared::QueueType;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::celery::CeleryWorkerSettings;
@@ -156,6 +157,10 @@ pub(crate) struct Settings {
     /// the producer has declared the fresh queue already.
     #[arg(long)]
     pub(crate) warm_producer: bool,
+    /// The type of every queue measured: `classic`, or `quorum` (raw lapin
+    /// and celeriac only; Celery is skipped).
+    #[arg(long, default_value = "classic")]
+    pub(crate) queue_type: QueueType,
     /// Celery's worker pool (`solo` was the fastest on 2 cores).
     #[arg(long, default_value = "solo")]
     celery_pool: String,
@@ -205,10 +210,11 @@ impl Settings {
 
     fn describe(&self) -> String {
         format!(
-            "N = {} tasks, {} reps, {} timed calls after {} warm-up calls, {} publishes in flight{}; \
+            "N = {} tasks, {} reps, {} queues, {} timed calls after {} warm-up calls, {} publishes in flight{}; \
              Rust workers: concurrency {}, prefetch {}; Celery worker: -P {} -c {} --prefetch-multiplier {}",
             self.n,
             self.reps,
+            self.queue_type,
             self.calls,
             self.warmup,
             self.in_flight,
@@ -263,6 +269,9 @@ struct WorkerArgs {
     /// Send Celery task events (celeriac only).
     #[arg(long)]
     task_events: bool,
+    /// The type of the queues it declares.
+    #[arg(long, default_value = "classic")]
+    queue_type: QueueType,
 }
 
 #[tokio::main]
@@ -400,6 +409,7 @@ async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                 concurrency: args.concurrency,
                 prefetch: args.prefetch,
                 task_events: args.task_events,
+                queue_type: args.queue_type,
             };
             celeriac_side::run_worker(&url, &args.queue, settings, stdin_closed).await
         }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use celeriac_producer::Producer;
-use celeriac_shared::BrokerUrl;
+use celeriac_shared::{BrokerUrl, QueueType};
 use celeriac_tests::Vhost;
 use lapin::Connection;
 
@@ -42,8 +42,15 @@ pub(crate) struct Runner {
 impl Runner {
     /// Connects everything; notes in `report` if Celery is skipped.
     pub(crate) async fn new(settings: Settings, report: &mut Report) -> anyhow::Result<Self> {
-        let broker = Broker::connect(celeriac_tests::broker_url()).await?;
-        let celery = if settings.systems.contains(&System::Celery) {
+        let broker = Broker::connect(celeriac_tests::broker_url(), settings.queue_type).await?;
+        let celery = if !settings.systems.contains(&System::Celery) {
+            None
+        } else if settings.queue_type == QueueType::Quorum {
+            report.notes.push(
+                "celery skipped: --queue-type quorum measures raw lapin and celeriac only".into(),
+            );
+            None
+        } else {
             match Celery::find(broker.url().clone(), settings.celery_worker()) {
                 Ok(celery) => Some(celery),
                 Err(err) => {
@@ -53,8 +60,6 @@ impl Runner {
                     None
                 }
             }
-        } else {
-            None
         };
         let celery_chords = match &celery {
             Some(celery) if settings.runs(Measurement::Chord) => {
@@ -65,7 +70,12 @@ impl Runner {
         Ok(Self {
             task: EncodedTask::noop()?,
             lapin: raw_lapin::connect(broker.url()).await?,
-            producer: celeriac_side::producer(broker.url(), settings.producer_channels).await?,
+            producer: celeriac_side::producer(
+                broker.url(),
+                settings.producer_channels,
+                settings.queue_type,
+            )
+            .await?,
             celery,
             celery_chords,
             broker,
@@ -294,14 +304,15 @@ impl Runner {
     pub(crate) async fn delayed(&self, system: System, report: &mut Report) -> anyhow::Result<f64> {
         let vhost = tokio::task::spawn_blocking(Vhost::create).await??;
         let url = vhost.url();
-        let broker = Broker::connect(url.clone()).await?;
+        let broker = Broker::connect(url.clone(), self.settings.queue_type).await?;
         let queue = self.fresh_queue_on(&broker, "delayed").await?;
         let celery = self.celery.as_ref().map(|c| c.on(url.clone()));
         let batch = (self.settings.n, self.settings.in_flight);
         match (system, &celery) {
             (System::Celeriac, _) => {
-                let producer =
-                    celeriac_side::producer(&url, self.settings.producer_channels).await?;
+                let (channels, queue_type) =
+                    (self.settings.producer_channels, self.settings.queue_type);
+                let producer = celeriac_side::producer(&url, channels, queue_type).await?;
                 celeriac_side::publish(&producer, &queue, batch, Some(COUNTDOWN)).await?;
             }
             (System::Celery, Some(celery)) => {
@@ -386,6 +397,7 @@ impl Runner {
             concurrency: self.settings.concurrency,
             prefetch: self.settings.prefetch(),
             task_events,
+            queue_type: self.settings.queue_type,
         }
     }
 

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use celeriac_shared::QueueType;
 use clap::Args;
 
 use crate::System;
@@ -45,13 +46,15 @@ struct Sample {
 
 /// Runs the soak and prints the samples (every 10 s) and a summary.
 pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
-    let broker = Broker::connect(celeriac_tests::broker_url()).await?;
+    let classic = QueueType::Classic;
+    let broker = Broker::connect(celeriac_tests::broker_url(), classic).await?;
     let queue = broker.fresh_queue("soak").await?;
-    let producer = celeriac_side::producer(broker.url(), None).await?;
+    let producer = celeriac_side::producer(broker.url(), None, classic).await?;
     let settings = RustWorkerSettings {
         concurrency: args.concurrency,
         prefetch: u16::try_from(args.concurrency).unwrap_or(u16::MAX),
         task_events: false,
+        queue_type: classic,
     };
     let mut workers = Vec::new();
     for _ in 0..args.workers {

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use celeriac_shared::BrokerUrl;
+use celeriac_shared::{BrokerUrl, QueueType};
 use tokio::process::{Child, Command};
 
 use crate::System;
@@ -36,6 +36,8 @@ pub(crate) struct RustWorkerSettings {
     pub(crate) prefetch: u16,
     /// Whether the worker sends Celery task events (celeriac only).
     pub(crate) task_events: bool,
+    /// The type of the queues celeriac's worker declares.
+    pub(crate) queue_type: QueueType,
 }
 
 impl WorkerProcess {
@@ -59,6 +61,7 @@ impl WorkerProcess {
                     .arg(format!("--queue={queue}"))
                     .arg(format!("--concurrency={}", settings.concurrency))
                     .arg(format!("--prefetch={}", settings.prefetch))
+                    .arg(format!("--queue-type={}", settings.queue_type))
                     .env("CELERIAC_BROKER_URL", url.expose())
                     .stdin(Stdio::piped());
                 if settings.task_events {
