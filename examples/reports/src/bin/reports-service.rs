@@ -32,9 +32,10 @@ struct Args {
     /// How long a report's key is held at most (1s to 24h).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     unique_ttl: Duration,
-    /// Broker URL.
+    /// Broker URL. Repeat the flag, or give a comma-separated list (also
+    /// in CELERIAC_BROKER_URL), for several addresses (a cluster's nodes).
     #[arg(long, env = "CELERIAC_BROKER_URL", default_value = BrokerUrl::LOCAL, hide_env_values = true)]
-    broker: String,
+    broker: Vec<String>,
     /// Log lines as `human` text or `json`.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -46,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let logs = Logs::stdout(args.log_format, "RUST_LOG", "info,lapin=warn");
     let telemetry = Telemetry::init("reports-service", logs)?;
     let config = ProducerConfig {
-        broker_url: BrokerUrl::new(args.broker),
+        broker_url: BrokerUrl::from_addresses(&args.broker),
         router: Router::new(vec![Route::new("reports.*", &args.queue)], REPORTS_QUEUE),
         ..ProducerConfig::default()
     };

@@ -23,9 +23,10 @@ struct Args {
     /// At most this many builds at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Broker URL.
+    /// Broker URL. Repeat the flag, or give a comma-separated list (also
+    /// in CELERIAC_BROKER_URL), for several addresses (a cluster's nodes).
     #[arg(long, env = "CELERIAC_BROKER_URL", default_value = BrokerUrl::LOCAL, hide_env_values = true)]
-    broker: String,
+    broker: Vec<String>,
     /// Log lines as `human` text or `json`.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -37,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let logs = Logs::stdout(args.log_format, "RUST_LOG", "info,lapin=warn");
     let telemetry = Telemetry::init("reports-worker", logs)?;
     let config = WorkerConfig {
-        broker_url: BrokerUrl::new(args.broker),
+        broker_url: BrokerUrl::from_addresses(&args.broker),
         queues: args.queues,
         concurrency: args.concurrency,
         ..WorkerConfig::default()

@@ -45,9 +45,10 @@ struct Args {
     /// The simulated price API's latency per symbol, e.g. `500ms`.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     latency: Duration,
-    /// Broker URL.
+    /// Broker URL. Repeat the flag, or give a comma-separated list (also
+    /// in CELERIAC_BROKER_URL), for several addresses (a cluster's nodes).
     #[arg(long, env = "CELERIAC_BROKER_URL", default_value = BrokerUrl::LOCAL, hide_env_values = true)]
-    broker: String,
+    broker: Vec<String>,
     /// Log lines as `human` text or `json`.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -60,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = Telemetry::init("stocks-service", logs)?;
     let route = Route::new("stocks.*", &args.queue);
     let config = ProducerConfig {
-        broker_url: BrokerUrl::new(args.broker),
+        broker_url: BrokerUrl::from_addresses(&args.broker),
         router: Router::new(vec![route], celeriac_shared::DEFAULT_QUEUE),
         ..ProducerConfig::default()
     }
