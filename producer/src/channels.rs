@@ -76,6 +76,22 @@ impl Channels {
             .map_err(Error::amqp("channel.open"))
     }
 
+    /// Closes `channel`, which the broker nacked a publish on, so that the
+    /// next send on its slot opens a fresh one. RabbitMQ 3.10 was seen to
+    /// nack every later publish of a channel that had published to a
+    /// quorum queue whose leader was lost, for minutes, while a fresh
+    /// channel on the same connection published to the new leader at once.
+    /// Sends in flight on the channel fail as on a lost channel, and are
+    /// tried again.
+    pub(crate) fn retire(channel: &Channel) {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let _ = channel
+                .close(200, "celeriac: a publish was nacked; reopening".into())
+                .await;
+        });
+    }
+
     fn stalled(&self, operation: &'static str) -> Error {
         Error::Stalled {
             operation,

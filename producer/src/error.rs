@@ -55,7 +55,8 @@ pub enum Error {
     /// The broker refused the message (negative confirm), for now: a
     /// quorum queue nacks while it has no leader (a node was lost and the
     /// others are electing one), a queue with `x-overflow =
-    /// reject-publish` while it is full. A send tries again until its
+    /// reject-publish` while it is full. The channel it came on is closed
+    /// (a fresh one takes its place), and the send tries again until its
     /// timeout, then fails with [`Error::Unconfirmed`] carrying this.
     #[error("the broker refused task {task_id} (negative publisher confirm)")]
     Nacked {

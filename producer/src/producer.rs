@@ -372,7 +372,10 @@ impl Producer {
                     routing_key: destination.routing_key,
                     reply_text,
                 },
-                ConfirmError::Nacked | ConfirmError::NotRequested => Error::Nacked { task_id },
+                ConfirmError::Nacked | ConfirmError::NotRequested => {
+                    Channels::retire(&channel);
+                    Error::Nacked { task_id }
+                }
             }
         })
     }
