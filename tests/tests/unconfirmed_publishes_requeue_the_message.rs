@@ -59,6 +59,24 @@ fn registry(
     registry
 }
 
+/// Waits for a first run, then for the same task's run again after the
+/// broker refused its `refused` (the message requeued, not acked).
+async fn a_run_then_its_redelivery(runs: &mut mpsc::UnboundedReceiver<Run>, refused: &str) {
+    let first = within("the first run", runs.recv()).await.unwrap();
+    let fresh = Run {
+        retries: 0,
+        redelivered: false,
+    };
+    assert_eq!(first, fresh);
+    let what = format!("the run after the refused {refused}");
+    let again = within(&what, runs.recv()).await.unwrap();
+    let requeued = Run {
+        retries: 0,
+        redelivered: true,
+    };
+    assert_eq!(again, requeued, "requeued, not acked");
+}
+
 fn rabbitmqctl(args: &[&str]) {
     let output = Command::new("rabbitmqctl").args(args).output().unwrap();
     assert!(
@@ -98,25 +116,7 @@ async fn a_result_the_broker_refuses_requeues_the_message_until_it_is_taken() {
     message.reply_to = Some(reply.clone());
     producer.publish(&message, None).await.unwrap();
 
-    let first = within("the first run", runs.recv()).await.unwrap();
-    assert_eq!(
-        first,
-        Run {
-            retries: 0,
-            redelivered: false
-        }
-    );
-    let again = within("the run after the refused result", runs.recv())
-        .await
-        .unwrap();
-    assert_eq!(
-        again,
-        Run {
-            retries: 0,
-            redelivered: true
-        },
-        "requeued, not acked"
-    );
+    a_run_then_its_redelivery(&mut runs, "result").await;
 
     // Room for the result now: the held run's reply is confirmed.
     raw.queue_delete(reply.as_str().into(), QueueDeleteOptions::default())
@@ -205,25 +205,7 @@ async fn a_retry_copy_the_broker_refuses_requeues_the_message_until_it_is_taken(
         .await
         .unwrap();
 
-    let first = within("the first run", runs.recv()).await.unwrap();
-    assert_eq!(
-        first,
-        Run {
-            retries: 0,
-            redelivered: false
-        }
-    );
-    let again = within("the run after the refused retry copy", runs.recv())
-        .await
-        .unwrap();
-    assert_eq!(
-        again,
-        Run {
-            retries: 0,
-            redelivered: true
-        },
-        "requeued, not acked"
-    );
+    a_run_then_its_redelivery(&mut runs, "retry copy").await;
     assert_eq!(
         message_count(&raw, LADDER_QUEUE).await.unwrap(),
         1,
