@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context;
 use celeriac_shared::BrokerUrl;
-use lapin::uri::AMQPUri;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -39,9 +38,9 @@ type Links = Arc<Mutex<Vec<watch::Sender<Fault>>>>;
 /// it still holds.
 pub struct Proxy {
     addr: SocketAddr,
-    /// The test broker's address, parsed: its credentials and vhost go
-    /// into [`Proxy::url`].
-    broker: AMQPUri,
+    /// The test broker's address as written: [`Proxy::url`] is this with
+    /// the proxy's host and port.
+    broker: BrokerUrl,
     links: Links,
     accept: JoinHandle<()>,
 }
@@ -49,13 +48,17 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on 127.0.0.1:0 and forwards each connection to the broker.
     pub async fn start() -> anyhow::Result<Self> {
-        let broker_url = broker_url();
-        let broker = broker_url
+        let broker = broker_url()
+            .addresses()
+            .into_iter()
+            .next()
+            .context("no broker address")?;
+        let parsed = broker
             .parse()?
             .into_iter()
             .next()
             .context("no broker address")?;
-        let upstream = format!("{}:{}", broker.authority.host, broker.authority.port);
+        let upstream = format!("{}:{}", parsed.authority.host, parsed.authority.port);
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let links = Links::default();
@@ -68,24 +71,27 @@ impl Proxy {
         })
     }
 
-    /// The broker URL through the proxy, with the test broker's
-    /// credentials and vhost.
+    /// The broker URL through the proxy: the test broker's, as written
+    /// (credentials, vhost, query), with the proxy's host and port.
     pub fn url(&self) -> BrokerUrl {
-        let user = &self.broker.authority.userinfo;
-        BrokerUrl::new(format!(
-            "amqp://{}:{}@{}/{}",
-            encode(&user.username),
-            encode(&user.password),
-            self.addr,
-            encode(&self.broker.vhost),
-        ))
+        let url = self.broker.expose();
+        let authority = url.find("://").map_or(0, |i| i + 3);
+        let end = url[authority..]
+            .find(['/', '?'])
+            .map_or(url.len(), |i| authority + i);
+        let host = url[authority..end]
+            .rfind('@')
+            .map_or(authority, |i| authority + i + 1);
+        BrokerUrl::new(format!("{}{}{}", &url[..host], self.addr, &url[end..]))
     }
 
     /// As [`Proxy::url`], asking for an AMQP heartbeat every `seconds`
-    /// (`?heartbeat=`), so that a blackholed connection is noticed within
+    /// (`heartbeat=`), so that a blackholed connection is noticed within
     /// about twice that.
     pub fn url_with_heartbeat(&self, seconds: u16) -> BrokerUrl {
-        BrokerUrl::new(format!("{}?heartbeat={seconds}", self.url().expose()))
+        let url = self.url();
+        let separator = if url.expose().contains('?') { '&' } else { '?' };
+        BrokerUrl::new(format!("{}{separator}heartbeat={seconds}", url.expose()))
     }
 
     /// Resets every connection forwarded now (both sockets closed with
@@ -99,14 +105,6 @@ impl Proxy {
     /// the proxy's drop; returns how many.
     pub fn blackhole(&self) -> usize {
         self.fault(Fault::Blackhole)
-    }
-
-    /// How many connections the proxy forwards now (blackholed ones
-    /// included).
-    pub fn connections(&self) -> usize {
-        let mut links = lock(&self.links);
-        links.retain(|link| !link.is_closed());
-        links.len()
     }
 
     fn fault(&self, fault: Fault) -> usize {
@@ -170,16 +168,4 @@ async fn forward(mut client: TcpStream, upstream: String, mut fault: watch::Rece
     // SO_LINGER 0: dropping the sockets sends RST, not FIN.
     let _ = client.set_zero_linger();
     let _ = server.set_zero_linger();
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

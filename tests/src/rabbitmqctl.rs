@@ -32,6 +32,21 @@ impl Vhost {
         broker_url_for_vhost(&self.name)
     }
 
+    /// Sets policy `name` on this vhost's queues matching `pattern`, with
+    /// `definition` (JSON, e.g. `{"max-length":0}`).
+    pub fn set_policy(&self, name: &str, pattern: &str, definition: &str) -> anyhow::Result<()> {
+        rabbitmqctl(&[
+            "set_policy",
+            "-p",
+            &self.name,
+            "--apply-to",
+            "queues",
+            name,
+            pattern,
+            definition,
+        ])
+    }
+
     /// The type (`classic`, `quorum`, `stream`) and the arguments, as
     /// `rabbitmqctl` prints them, of every queue of this vhost, by name.
     pub fn queue_types(&self) -> anyhow::Result<HashMap<String, (String, String)>> {

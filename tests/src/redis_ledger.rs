@@ -88,6 +88,14 @@ impl RedisLedger {
         })
     }
 
+    /// Opens the ledger named `key` on the test Redis server
+    /// ([`redis_url`]), saying how to start one if none answers.
+    pub async fn open(key: &str) -> anyhow::Result<Self> {
+        Self::connect(&redis_url(), key)
+            .await
+            .context("the chaos runs need Redis (scripts/ensure-redis)")
+    }
+
     /// Counts one run of `task_id`.
     pub async fn count_run(&self, task_id: &str) -> redis::RedisResult<()> {
         let mut connection = self.connection.clone();

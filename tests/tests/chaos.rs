@@ -13,7 +13,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use celeriac_tests::redis_ledger::{RedisLedger, redis_url};
 use celeriac_tests::{DemoWorker, ScratchBroker, init_logging, unique, workspace_binary};
 use tokio::process::Child;
@@ -124,10 +123,7 @@ async fn no_confirmed_task_is_lost_through_broker_restarts_and_a_killed_worker()
     let name = unique("chaos");
     let run = Run {
         broker: ScratchBroker::start().await.unwrap(),
-        ledger: RedisLedger::connect(&redis_url(), &name)
-            .await
-            .context("the chaos test needs Redis (scripts/ensure-redis)")
-            .unwrap(),
+        ledger: RedisLedger::open(&name).await.unwrap(),
         name,
         tasks: chaos_tasks(),
     };

@@ -24,7 +24,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use anyhow::Context;
 use celeriac_shared::BrokerUrl;
 use celeriac_tests::redis_ledger::{RedisLedger, redis_url};
 use celeriac_tests::{Cluster, DemoWorker, init_logging, unique, workspace_binary};
@@ -221,10 +220,7 @@ async fn no_confirmed_task_is_lost_when_cluster_nodes_fail() {
     }
     let mut run = Run {
         cluster: Cluster::start().await.unwrap(),
-        ledger: RedisLedger::connect(&redis_url(), &name)
-            .await
-            .context("the chaos run needs Redis (scripts/ensure-redis)")
-            .unwrap(),
+        ledger: RedisLedger::open(&name).await.unwrap(),
         name,
         tasks,
         pace,

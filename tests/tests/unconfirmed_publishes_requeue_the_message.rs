@@ -5,7 +5,6 @@
 //! settles normally once the obstacle is gone.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use celeriac_demo::{Add, AddArgs};
@@ -77,15 +76,6 @@ async fn a_run_then_its_redelivery(runs: &mut mpsc::UnboundedReceiver<Run>, refu
     assert_eq!(again, requeued, "requeued, not acked");
 }
 
-fn rabbitmqctl(args: &[&str]) {
-    let output = Command::new("rabbitmqctl").args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_result_the_broker_refuses_requeues_the_message_until_it_is_taken() {
     let queue = unique("refused-result");
@@ -147,6 +137,17 @@ async fn a_result_the_broker_refuses_requeues_the_message_until_it_is_taken() {
     delete_queues(&[&queue]).await;
 }
 
+/// Polls until `queue` counts a message: a quorum queue's count lags its
+/// confirms a little.
+async fn until_not_empty(raw: &lapin::Channel, queue: &str, what: &str) {
+    within(what, async {
+        while message_count(raw, queue).await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 /// The delay-ladder queue that holds a copy delayed by [`LONG_DELAY`].
 const LADDER_QUEUE: &str = "celery_delayed_10";
 
@@ -161,16 +162,7 @@ async fn a_retry_copy_the_broker_refuses_requeues_the_message_until_it_is_taken(
     // one (a quorum queue takes the message that crosses its limit).
     let policy = r#"{"max-length":0,"overflow":"reject-publish"}"#;
     let pattern = format!("^{LADDER_QUEUE}$");
-    rabbitmqctl(&[
-        "set_policy",
-        "-p",
-        &vhost.name,
-        "--apply-to",
-        "queues",
-        "refuse-delays",
-        &pattern,
-        policy,
-    ]);
+    vhost.set_policy("refuse-delays", &pattern, policy).unwrap();
     let (runs_tx, mut runs) = mpsc::unbounded_channel();
     let (release, released) = watch::channel(false);
     let config = WorkerConfig {
@@ -186,13 +178,7 @@ async fn a_retry_copy_the_broker_refuses_requeues_the_message_until_it_is_taken(
     publish_raw(&raw, LADDER_QUEUE, b"filler", Default::default())
         .await
         .unwrap();
-    // A quorum queue's count lags its confirms a little.
-    within("the filler counted", async {
-        while message_count(&raw, LADDER_QUEUE).await.unwrap() == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_not_empty(&raw, LADDER_QUEUE, "the filler counted").await;
     let producer = Producer::connect(ProducerConfig {
         broker_url: vhost.url(),
         router: Router::new(vec![], &queue),
@@ -217,12 +203,7 @@ async fn a_retry_copy_the_broker_refuses_requeues_the_message_until_it_is_taken(
     let filler = get_one(&raw, LADDER_QUEUE).await.unwrap().unwrap();
     assert_eq!(filler.delivery.data, b"filler");
     release.send(true).unwrap();
-    within("the retry copy in the delay ladder", async {
-        while message_count(&raw, LADDER_QUEUE).await.unwrap() == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_not_empty(&raw, LADDER_QUEUE, "the retry copy in the delay ladder").await;
     worker.stop().await.unwrap();
     assert_eq!(
         message_count(&raw, &queue).await.unwrap(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use celeriac_producer::{Producer, ProducerConfig};
 use celeriac_shared::{QueueType, Router, SendOptions, Topology};
-use celeriac_tests::redis_ledger::{Count, RedisLedger, redis_url};
+use celeriac_tests::redis_ledger::{Count, RedisLedger};
 use clap::Parser;
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn,lapin=off"))
         .init();
     let args = Args::parse();
-    let ledger = RedisLedger::connect(&redis_url(), &args.ledger).await?;
+    let ledger = RedisLedger::open(&args.ledger).await?;
     let config = ProducerConfig {
         broker_url: celeriac_tests::broker_url(),
         router: Router::new(vec![], &args.queue),

@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use celeriac_shared::{QueueType, Topology};
-use celeriac_tests::redis_ledger::{RedisLedger, redis_url, registry};
+use celeriac_tests::redis_ledger::{RedisLedger, registry};
 use celeriac_worker::{Worker, WorkerConfig};
 use clap::Parser;
 
@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         ))
         .init();
     let args = Args::parse();
-    let ledger = RedisLedger::connect(&redis_url(), &args.ledger).await?;
+    let ledger = RedisLedger::open(&args.ledger).await?;
     let config = WorkerConfig {
         broker_url: celeriac_tests::broker_url(),
         queues: vec![args.queue],
