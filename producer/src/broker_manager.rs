@@ -2,13 +2,11 @@
 //! turn, so that a pooled connection lost on one node is replaced on the
 //! next.
 
-use std::io;
 use std::time::Duration;
 
-use celeriac_shared::{BrokerRotation, ErrorChain};
+use celeriac_shared::BrokerRotation;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use lapin::{Connection, ConnectionProperties};
-use tracing::{info, warn};
 
 /// Creates the pool's connections on the first address of a
 /// [`BrokerRotation`] round that answers, and drops the ones that closed.
@@ -45,31 +43,13 @@ impl managed::Manager for BrokerManager {
     /// Tries each address once, starting after the one tried last; the
     /// error of the last address when none answers.
     async fn create(&self) -> Result<Connection, lapin::Error> {
-        let mut failure = None;
-        for (address, uri) in self.rotation.round() {
-            let properties = ConnectionProperties::default()
-                .with_connection_name(self.connection_name.as_str().into());
-            let attempt = Connection::connect_uri(uri, properties);
-            let err = match tokio::time::timeout(self.connect_timeout, attempt).await {
-                Ok(Ok(connection)) => {
-                    info!(broker = %address, "connected to the broker at {address}");
-                    return Ok(connection);
-                }
-                Ok(Err(err)) => err,
-                Err(_) => lapin::Error::from(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer within {:?}", self.connect_timeout),
-                )),
-            };
-            if self.rotation.count() > 1 {
-                warn!(
-                    broker = %address, error = %ErrorChain(&err),
-                    "cannot connect to the broker at {address}; trying the next address"
-                );
-            }
-            failure = Some(err);
-        }
-        Err(failure.unwrap_or_else(|| io::Error::other("no broker address").into()))
+        let properties = ConnectionProperties::default()
+            .with_connection_name(self.connection_name.as_str().into());
+        self.rotation
+            .first_answer(self.connect_timeout, |uri| {
+                Connection::connect_uri(uri, properties.clone())
+            })
+            .await
     }
 
     async fn recycle(

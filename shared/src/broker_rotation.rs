@@ -2,11 +2,15 @@
 //! that a connection lost on one node is replaced on the next.
 
 use std::fmt;
+use std::future::Future;
+use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use lapin::uri::AMQPUri;
+use tracing::{info, warn};
 
-use crate::{BrokerUrl, Error};
+use crate::{BrokerUrl, Error, ErrorChain};
 
 /// A [`BrokerUrl`]'s addresses, parsed, and which one to try next.
 ///
@@ -53,6 +57,45 @@ impl BrokerRotation {
             (address, uri.clone())
         })
     }
+
+    /// Runs `attempt` (which opens a connection) on each address of one
+    /// [`round`](Self::round), giving each `timeout` so that an address
+    /// that does not answer cannot hold up the others. The first
+    /// connection made, or the error of the last address when none
+    /// answers. Each failure but the last is logged when there are other
+    /// addresses to try.
+    pub async fn first_answer<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        mut attempt: F,
+    ) -> Result<T, lapin::Error>
+    where
+        F: FnMut(AMQPUri) -> Fut,
+        Fut: Future<Output = Result<T, lapin::Error>>,
+    {
+        let mut failure = None;
+        for (address, uri) in self.round() {
+            let err = match tokio::time::timeout(timeout, attempt(uri)).await {
+                Ok(Ok(connection)) => {
+                    info!(broker = %address, "connected to the broker at {address}");
+                    return Ok(connection);
+                }
+                Ok(Err(err)) => err,
+                Err(_) => lapin::Error::from(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {timeout:?}"),
+                )),
+            };
+            if self.count() > 1 {
+                warn!(
+                    broker = %address, error = %ErrorChain(&err),
+                    "cannot connect to the broker at {address}; trying the next address"
+                );
+            }
+            failure = Some(err);
+        }
+        Err(failure.unwrap_or_else(|| io::Error::other("no broker address").into()))
+    }
 }
 
 impl fmt::Debug for BrokerRotation {
@@ -97,6 +140,44 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(hosts(&rotation), ["127.0.0.1"]);
         }
+    }
+
+    /// An attempt that fails on `h1`, never answers on `h2` and connects
+    /// (to its host's name) on any other host.
+    async fn attempt(uri: AMQPUri) -> Result<String, lapin::Error> {
+        match uri.authority.host.as_str() {
+            "h1" => Err(io::Error::from(io::ErrorKind::ConnectionRefused).into()),
+            "h2" => std::future::pending().await,
+            host => Ok(host.to_owned()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_address_that_answers_in_time_is_connected() {
+        let rotation = BrokerRotation::new(&"amqp://h1/,amqp://h2/,amqp://h3/".into()).unwrap();
+        let connected = rotation.first_answer(Duration::from_secs(5), attempt);
+        assert_eq!(connected.await.unwrap(), "h3");
+        assert_eq!(hosts(&rotation), ["h1", "h2", "h3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_error_is_returned_when_no_address_answers() {
+        let rotation = BrokerRotation::new(&"amqp://h2/,amqp://h1/".into()).unwrap();
+        let err = rotation
+            .first_answer(Duration::from_secs(5), attempt)
+            .await
+            .unwrap_err();
+        let refused = |e: &io::Error| e.kind() == io::ErrorKind::ConnectionRefused;
+        assert!(
+            matches!(err.kind(), lapin::ErrorKind::IOError(e) if refused(e)),
+            "{err:?}"
+        );
+        let silent = BrokerRotation::new(&"amqp://h2/".into()).unwrap();
+        let err = silent
+            .first_answer(Duration::from_secs(5), attempt)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no answer within 5s"), "{err}");
     }
 
     #[test]

@@ -381,34 +381,17 @@ async fn start(
 /// each given [`WorkerConfig::connect_timeout`]; the error of the last
 /// address when none does.
 async fn connect(config: &WorkerConfig, brokers: &BrokerRotation) -> Result<Connection, Error> {
-    let mut failure = None;
-    for (address, uri) in brokers.round() {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(config.connection_name.as_str().into());
-        let attempt = Connection::connect_uri(uri, properties);
-        let err = match tokio::time::timeout(config.connect_timeout, attempt).await {
-            Ok(Ok(connection)) => {
-                info!(broker = %address, "connected to the broker at {address}");
-                return Ok(connection);
-            }
-            Ok(Err(err)) => err,
-            Err(_) => lapin::Error::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {:?}", config.connect_timeout),
-            )),
-        };
-        if brokers.count() > 1 {
-            warn!(
-                broker = %address, error = %ErrorChain(&err),
-                "cannot connect to the broker at {address}; trying the next address"
-            );
-        }
-        failure = Some(err);
-    }
-    Err(Error::Connect {
-        url: config.broker_url.to_string(),
-        source: failure.unwrap_or_else(|| std::io::Error::other("no broker address").into()),
-    })
+    let properties = ConnectionProperties::default()
+        .with_connection_name(config.connection_name.as_str().into());
+    brokers
+        .first_answer(config.connect_timeout, |uri| {
+            Connection::connect_uri(uri, properties.clone())
+        })
+        .await
+        .map_err(|source| Error::Connect {
+            url: config.broker_url.to_string(),
+            source,
+        })
 }
 
 /// Declares the delay topology, then each queue with its dead-letter
