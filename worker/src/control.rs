@@ -244,7 +244,7 @@ impl Panel {
             "ping" => json!({"ok": "pong"}),
             "stats" => self.stats(),
             "registered" => json!(self.registered),
-            "active" => json!(self.active.list()),
+            "active" => json!(self.active.list(&self.hostname)),
             "reserved" | "scheduled" => json!([]),
             "revoked" => json!(self.revoked.list()),
             "revoke" => match revocation(arguments) {

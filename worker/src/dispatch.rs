@@ -168,8 +168,7 @@ impl Dispatcher {
                     ran = true;
                     self.send_started(message).await;
                     self.events.started(message.id()).await;
-                    let hostname = self.events.hostname.as_str();
-                    self.active.started(message, queue, hostname, redelivered);
+                    self.active.started(message, queue, redelivered);
                     let cancel = self.revoked.running(message.id());
                     let ran = tokio::select! {
                         ran = self.registry.execute(message, redelivered) => ran,
