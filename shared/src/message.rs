@@ -188,7 +188,22 @@ fn check_content_type(properties: &BasicProperties) -> Result<(), Error> {
 
 type Body = (Vec<Value>, Map<String, Value>, Embed);
 
+/// `[args, kwargs, embed]`, each possibly null: the body as Celery and
+/// celeriac send it, read straight into its parts.
+type WireBody = (
+    Option<Vec<Value>>,
+    Option<Map<String, Value>>,
+    Option<Embed>,
+);
+
+/// The usual body is read once, into its parts; any other goes through a
+/// [`Value`] to say what is wrong with it (or to take the two-part body
+/// of older senders).
 fn decode_body(body: &[u8]) -> Result<Body, Error> {
+    if let Ok((args, kwargs, embed)) = serde_json::from_slice::<WireBody>(body) {
+        let (args, kwargs) = (args.unwrap_or_default(), kwargs.unwrap_or_default());
+        return Ok((args, kwargs, embed.unwrap_or_default()));
+    }
     let value: Value = serde_json::from_slice(body).map_err(Error::NotJson)?;
     let Value::Array(mut parts) = value else {
         return Err(Error::BodyShape(format!(
