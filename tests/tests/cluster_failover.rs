@@ -5,12 +5,21 @@
 //! runs every task sent before the kill (those it was running again); a
 //! send after the kill is confirmed once the producer reconnected and
 //! runs, and a call after that gets its result back.
+//!
+//! And results on a named quorum reply queue: SIGKILLing the node that
+//! leads it, and with it the service replica connected there, while the
+//! replica's tasks run, loses none of their results; a replica on another
+//! node receives every one.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 
+use std::collections::HashSet;
+
 use celeriac_producer::{Producer, ProducerConfig};
-use celeriac_shared::{QueueType, Router, SendOptions, Task, Topology};
+use celeriac_shared::{
+    BrokerUrl, QueueType, ResultMessage, Router, SendOptions, Task, TaskState, Topology,
+};
 use celeriac_tests::{Cluster, GUARD, TestWorker, init_logging, unique, within};
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use tokio::sync::{mpsc, watch};
@@ -97,16 +106,52 @@ fn quorum() -> Topology {
     Topology::new(vec![]).default_queue_type(QueueType::Quorum)
 }
 
-async fn producer(cluster: &Cluster, queue: &str, name: &str) -> Producer {
-    let config = ProducerConfig {
-        broker_url: cluster.url(),
+fn config(url: BrokerUrl, queue: &str, name: &str) -> ProducerConfig {
+    ProducerConfig {
+        broker_url: url,
         router: Router::new(vec![], queue),
         topology: quorum(),
         send_timeout: GUARD,
         connection_name: name.to_owned(),
         ..ProducerConfig::default()
-    };
-    Producer::connect(config).await.unwrap()
+    }
+}
+
+async fn producer(cluster: &Cluster, queue: &str, name: &str) -> Producer {
+    Producer::connect(config(cluster.url(), queue, name))
+        .await
+        .unwrap()
+}
+
+/// A service replica at `url`: its results go to the named quorum reply
+/// queue `replies`, where its listener hands them to the returned channel.
+async fn replica(
+    url: BrokerUrl,
+    (queue, replies): (&str, &str),
+    name: &str,
+) -> (
+    Producer,
+    celeriac_producer::ResultListener,
+    mpsc::UnboundedReceiver<ResultMessage>,
+) {
+    let config = ProducerConfig {
+        reply_queue_type: QueueType::Quorum,
+        ..config(url, queue, name)
+    }
+    .reply_queue(replies);
+    let producer = Producer::connect(config).await.unwrap();
+    let (seen, results) = mpsc::unbounded_channel();
+    let listener = producer
+        .on_result(move |result: ResultMessage| {
+            let seen = seen.clone();
+            async move {
+                let _ = seen.send(result);
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .await
+        .unwrap();
+    (producer, listener, results)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -190,6 +235,89 @@ async fn killing_the_node_a_worker_and_a_producer_use_loses_no_confirmed_task() 
         sent.len(),
         runs - sent.len()
     );
+    let stopped = worker.stop().await;
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_leader_of_a_named_reply_queue_and_a_replica_on_it_loses_no_result() {
+    init_logging();
+    let mut cluster = Cluster::start().await.unwrap();
+    let queue = unique("failover-replies");
+    let replies = unique("failover.service.replies");
+    let worker_name = unique("failover-replies-worker");
+    let (events, mut received) = mpsc::unbounded_channel();
+    let (gate, closed) = watch::channel(false);
+    // On node 2, which survives; concurrency above BEFORE, so that every
+    // task is running when the node goes.
+    let config = WorkerConfig {
+        broker_url: cluster.url_from(2),
+        queues: vec![queue.clone()],
+        concurrency: 2 * BEFORE as usize,
+        topology: quorum(),
+        connection_name: worker_name.clone(),
+        ..WorkerConfig::default()
+    };
+    let worker = TestWorker::start_with(config, stepping(events, closed))
+        .await
+        .unwrap();
+
+    // Replica A knows node 1 only, so it dies with it; it declares the
+    // reply queue first, so node 1 leads it. Replica B is on node 3.
+    let node_1 = cluster
+        .url_from(1)
+        .expose()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (a, a_listener, mut a_results) = replica(
+        BrokerUrl::new(node_1),
+        (&queue, &replies),
+        &unique("replica-a"),
+    )
+    .await;
+    assert_eq!(cluster.leader_of(&replies).unwrap(), 1);
+    let (_b, b_listener, mut b_results) = replica(
+        cluster.url_from(3),
+        (&queue, &replies),
+        &unique("replica-b"),
+    )
+    .await;
+    let mut sent = HashSet::new();
+    for number in 0..BEFORE {
+        let handle = a.send::<Step>(&(number, true)).await.unwrap();
+        sent.insert(handle.id().to_owned());
+    }
+    let mut ledger = Ledger::default();
+    let every = BEFORE as usize;
+    ledger
+        .until(&mut received, "every task running", |l| l.held == every)
+        .await;
+    assert_eq!(cluster.nodes_of(&worker_name).unwrap(), vec![2]);
+
+    cluster.kill(1).await.unwrap();
+    drop((a_listener, a));
+    gate.send(true).unwrap();
+
+    // Each result once at least: a result published while the reply
+    // queue elects its new leader may be refused, and its task requeued
+    // and run again.
+    let mut results = HashSet::new();
+    while results.len() < sent.len() {
+        let result = within("B receiving every result", b_results.recv()).await;
+        let result = result.unwrap();
+        assert_eq!(result.status, TaskState::Success, "{result:?}");
+        assert!(sent.contains(&result.task_id), "{result:?}");
+        results.insert(result.task_id);
+    }
+    let moved = cluster.leader_of(&replies).unwrap();
+    assert_ne!(moved, 1, "the reply queue's leader after node 1 was killed");
+    assert!(
+        a_results.try_recv().is_err(),
+        "A got a result before it died"
+    );
+    b_listener.stop().await;
     let stopped = worker.stop().await;
     assert!(stopped.is_ok(), "{stopped:?}");
 }

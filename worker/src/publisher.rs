@@ -4,28 +4,42 @@
 //! ack may duplicate a task, never lose one.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use celeriac_shared::{
-    DEAD_LETTERING_HEADERS, DEFAULT_QUEUE, DELAY_ENTRY_EXCHANGE, DELIVERIES_HEADER, DeadLetter,
-    DeadLetterTopology, DelayTopology, Destination, MAX_DELAY, QUORUM_DELIVERIES_HEADER,
-    ResultMessage, TaskMessage, Topology, check_confirm, string_header,
+    ConfirmError, DEAD_LETTERING_HEADERS, DEFAULT_QUEUE, DELAY_ENTRY_EXCHANGE, DELIVERIES_HEADER,
+    DeadLetter, DeadLetterTopology, DelayTopology, Destination, MAX_DELAY,
+    QUORUM_DELIVERIES_HEADER, ResultMessage, TaskMessage, Topology, check_confirm, string_header,
 };
 use chrono::{SecondsFormat, Utc};
 use lapin::message::Delivery;
-use lapin::options::BasicPublishOptions;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
-use tracing::{Instrument, Span};
+use tracing::{Instrument, Span, warn};
 
 use crate::publish_error::PublishError;
 use crate::spans;
 
+/// How long a publish the broker refused (a negative confirm) is sent
+/// again, on a fresh channel, before the delivery is requeued instead. A
+/// quorum queue refuses messages while it elects a new leader, which takes
+/// seconds; requeueing at once would run the task again at once, and use
+/// up its delivery limit within milliseconds.
+const REFUSED_RETRY_WINDOW: Duration = Duration::from_secs(15);
+/// The first pause before a refused publish is sent again; it doubles
+/// after each refusal, up to [`MAX_REFUSED_PAUSE`].
+const FIRST_REFUSED_PAUSE: Duration = Duration::from_millis(50);
+/// The longest pause between two tries of a refused publish.
+const MAX_REFUSED_PAUSE: Duration = Duration::from_secs(1);
+
 /// Publishes on a confirm-mode channel of the worker's connection.
 pub(crate) struct Publisher {
-    /// The confirm-mode channel.
-    pub(crate) channel: Channel,
+    /// The confirm-mode channel, and how many channels it replaced: one
+    /// the broker refused a publish on is closed and replaced (see
+    /// [`Publisher::replace`]).
+    channel: Mutex<(u64, Channel)>,
     /// The queue shapes, for the retention of a dead-letter queue that has
     /// to be declared again, and for the queues workflow steps go to.
     pub(crate) topology: Topology,
@@ -40,7 +54,7 @@ impl Publisher {
     /// Publishes on `channel` (in confirm mode).
     pub(crate) fn new(channel: Channel, topology: Topology, connection: Arc<Connection>) -> Self {
         Self {
-            channel,
+            channel: Mutex::new((0, channel)),
             topology,
             connection,
             declared: Mutex::new(HashSet::new()),
@@ -133,7 +147,10 @@ impl Publisher {
     }
 
     /// Publishes and waits for the broker's confirm. With `mandatory`, an
-    /// unroutable message is an error.
+    /// unroutable message is an error. A refused message is sent again on
+    /// a fresh channel, with backoff, for up to [`REFUSED_RETRY_WINDOW`];
+    /// so is one whose channel was closed for that reason while it was in
+    /// flight.
     async fn publish_confirmed(
         &self,
         exchange: &str,
@@ -148,15 +165,93 @@ impl Publisher {
             mandatory,
             ..BasicPublishOptions::default()
         };
-        let confirm = self
-            .channel
-            .basic_publish(exchange.into(), routing_key, options, body, properties)
+        let deadline = Instant::now() + REFUSED_RETRY_WINDOW;
+        let mut pause = FIRST_REFUSED_PAUSE;
+        loop {
+            let (generation, channel) = self.channel();
+            let sent = async {
+                let confirm = channel
+                    .basic_publish(
+                        exchange.into(),
+                        routing_key.clone(),
+                        options,
+                        body,
+                        properties.clone(),
+                    )
+                    .await
+                    .map_err(PublishError::amqp("basic.publish"))?;
+                let confirmation = confirm
+                    .await
+                    .map_err(PublishError::amqp("publisher confirm"))?;
+                Ok(check_confirm(confirmation)?)
+            }
+            .await;
+            let refused = matches!(sent, Err(PublishError::Refused(ConfirmError::Nacked)));
+            let replaced =
+                matches!(sent, Err(PublishError::Amqp { .. })) && self.channel().0 != generation;
+            if !(refused || replaced) || Instant::now() + pause > deadline {
+                return sent;
+            }
+            if refused {
+                warn!(exchange, routing_key = %routing_key, retry_in = ?pause, "the broker refused a publish; sending it again on a fresh channel");
+                self.replace(generation).await?;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_REFUSED_PAUSE);
+        }
+    }
+
+    /// The current channel and its generation.
+    fn channel(&self) -> (u64, Channel) {
+        let slot = self.lock_channel();
+        (slot.0, slot.1.clone())
+    }
+
+    /// Replaces the channel of `generation`, which the broker refused a
+    /// publish on, with a fresh one, unless another publish did already,
+    /// and closes it. RabbitMQ 3.10 was seen to refuse every later
+    /// publish of a channel that had published to a quorum queue whose
+    /// leader was lost, for minutes, while a fresh channel on the same
+    /// connection published to the new leader at once. Publishes in flight
+    /// on the closed channel fail and are sent again.
+    async fn replace(&self, generation: u64) -> Result<(), PublishError> {
+        if self.channel().0 != generation {
+            return Ok(());
+        }
+        let fresh = self
+            .connection
+            .create_channel()
             .await
-            .map_err(PublishError::amqp("basic.publish"))?;
-        let confirmation = confirm
+            .map_err(PublishError::amqp("channel.open"))?;
+        fresh
+            .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(PublishError::amqp("publisher confirm"))?;
-        Ok(check_confirm(confirmation)?)
+            .map_err(PublishError::amqp("confirm.select"))?;
+        let retired = {
+            let mut slot = self.lock_channel();
+            match slot.0 == generation {
+                true => std::mem::replace(&mut *slot, (generation + 1, fresh)).1,
+                false => fresh,
+            }
+        };
+        tokio::spawn(async move {
+            let _ = retired
+                .close(200, "celeriac: a publish was refused; reopening".into())
+                .await;
+        });
+        Ok(())
+    }
+
+    /// Closes the channel, on shutdown.
+    pub(crate) async fn close(&self) {
+        let (_, channel) = self.channel();
+        let _ = channel.close(200, "worker shutdown".into()).await;
+    }
+
+    fn lock_channel(&self) -> MutexGuard<'_, (u64, Channel)> {
+        self.channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sends a result to a caller's reply queue. An unroutable result (the
@@ -309,7 +404,8 @@ impl Publisher {
         }
         let retention = self.topology.dead_letter_retention(queue);
         let queue_type = self.topology.queue_type(queue);
-        DeadLetterTopology::declare_with(&self.channel, queue, &retention, queue_type).await?;
+        let (_, channel) = self.channel();
+        DeadLetterTopology::declare_with(&channel, queue, &retention, queue_type).await?;
         self.publish(span(), exchange, queue, &delivery.data, properties, true)
             .await
     }

@@ -274,11 +274,7 @@ async fn close(
         consumer.acks.close().await;
         let _ = consumer.channel.close(200, "worker shutdown".into()).await;
     }
-    let _ = dispatcher
-        .publisher
-        .channel
-        .close(200, "worker shutdown".into())
-        .await;
+    dispatcher.publisher.close().await;
     dispatcher.limiter.close().await;
     let flusher = dispatcher.events.take_flusher();
     drop(dispatcher);
