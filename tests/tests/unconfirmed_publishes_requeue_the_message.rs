@@ -1,6 +1,7 @@
 //! A worker acknowledges a message only once everything its outcome needs
-//! was confirmed by the broker: when the broker refuses the result for the
-//! caller's reply queue, or the retry copy in the delay ladder, the
+//! was confirmed by the broker: when the broker keeps refusing the result
+//! for the caller's reply queue, or the retry copy in the delay ladder
+//! (the worker sends it again on fresh channels for 15 s first), the
 //! message is requeued (neither acknowledged nor lost), runs again, and
 //! settles normally once the obstacle is gone.
 #![allow(clippy::unwrap_used)]
