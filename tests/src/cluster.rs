@@ -81,6 +81,13 @@ impl Cluster {
         BrokerUrl::new(rotated.join(","))
     }
 
+    /// Node `node`'s address (1 to 3) alone: a client given only this one
+    /// cannot fail over.
+    pub fn node_url(&self, node: usize) -> BrokerUrl {
+        let urls: Vec<&str> = self.url.expose().split(',').collect();
+        BrokerUrl::new(urls[(node - 1) % urls.len()])
+    }
+
     /// The node (1 to 3) that leads quorum queue `queue` of the default
     /// vhost, as a node not killed sees it.
     pub fn leader_of(&self, queue: &str) -> anyhow::Result<usize> {

@@ -36,8 +36,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use celeriac_producer::{Producer, ProducerConfig};
-use celeriac_shared::{BrokerUrl, Router, Topology};
+use celeriac_producer::{Producer, ProducerConfig, ResultListener};
+use celeriac_shared::{BrokerUrl, ResultMessage, Router, Topology};
 use celeriac_worker::{Registry, Worker, WorkerConfig};
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions,
@@ -45,7 +45,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// How long any single wait in a test may take before the test fails.
@@ -83,6 +83,24 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// A listener on `producer`'s named reply queue whose handler reports
+/// every result to the returned channel.
+pub async fn record_results(
+    producer: &Producer,
+) -> anyhow::Result<(ResultListener, mpsc::UnboundedReceiver<ResultMessage>)> {
+    let (seen, results) = mpsc::unbounded_channel();
+    let listener = producer
+        .on_result(move |result: ResultMessage| {
+            let seen = seen.clone();
+            async move {
+                let _ = seen.send(result);
+                Ok::<_, std::io::Error>(())
+            }
+        })
+        .await?;
+    Ok((listener, results))
 }
 
 /// A producer on the test broker with default settings.

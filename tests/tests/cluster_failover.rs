@@ -16,11 +16,11 @@ use std::collections::HashMap;
 
 use std::collections::HashSet;
 
-use celeriac_producer::{Producer, ProducerConfig};
+use celeriac_producer::{Producer, ProducerConfig, ResultListener};
 use celeriac_shared::{
     BrokerUrl, QueueType, ResultMessage, Router, SendOptions, Task, TaskState, Topology,
 };
-use celeriac_tests::{Cluster, GUARD, TestWorker, init_logging, unique, within};
+use celeriac_tests::{Cluster, GUARD, TestWorker, init_logging, record_results, unique, within};
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use tokio::sync::{mpsc, watch};
 
@@ -131,7 +131,7 @@ async fn replica(
     name: &str,
 ) -> (
     Producer,
-    celeriac_producer::ResultListener,
+    ResultListener,
     mpsc::UnboundedReceiver<ResultMessage>,
 ) {
     let config = ProducerConfig {
@@ -140,18 +140,37 @@ async fn replica(
     }
     .reply_queue(replies);
     let producer = Producer::connect(config).await.unwrap();
-    let (seen, results) = mpsc::unbounded_channel();
-    let listener = producer
-        .on_result(move |result: ResultMessage| {
-            let seen = seen.clone();
-            async move {
-                let _ = seen.send(result);
-                Ok::<_, std::io::Error>(())
-            }
-        })
+    let (listener, results) = record_results(&producer).await.unwrap();
+    (producer, listener, results)
+}
+
+/// A worker at `url` consuming `queue` with [`stepping`] handlers, its
+/// connection named `name`; its events, and the gate its held tasks
+/// wait for.
+async fn stepping_worker(
+    url: BrokerUrl,
+    queue: &str,
+    name: &str,
+    concurrency: usize,
+) -> (
+    TestWorker,
+    mpsc::UnboundedReceiver<Event>,
+    watch::Sender<bool>,
+) {
+    let (events, received) = mpsc::unbounded_channel();
+    let (gate, closed) = watch::channel(false);
+    let config = WorkerConfig {
+        broker_url: url,
+        queues: vec![queue.to_owned()],
+        concurrency,
+        topology: quorum(),
+        connection_name: name.to_owned(),
+        ..WorkerConfig::default()
+    };
+    let worker = TestWorker::start_with(config, stepping(events, closed))
         .await
         .unwrap();
-    (producer, listener, results)
+    (worker, received, gate)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -161,19 +180,8 @@ async fn killing_the_node_a_worker_and_a_producer_use_loses_no_confirmed_task() 
     let queue = unique("failover");
     let worker_name = unique("failover-worker");
     let producer_name = unique("failover-producer");
-    let (events, mut received) = mpsc::unbounded_channel();
-    let (gate, closed) = watch::channel(false);
-    let config = WorkerConfig {
-        broker_url: cluster.url(),
-        queues: vec![queue.clone()],
-        concurrency: CONCURRENCY,
-        topology: quorum(),
-        connection_name: worker_name.clone(),
-        ..WorkerConfig::default()
-    };
-    let worker = TestWorker::start_with(config, stepping(events, closed))
-        .await
-        .unwrap();
+    let (worker, mut received, gate) =
+        stepping_worker(cluster.url(), &queue, &worker_name, CONCURRENCY).await;
     let producer = producer(&cluster, &queue, &producer_name).await;
 
     let first = producer.send::<Step>(&(1, false)).await.unwrap();
@@ -246,33 +254,16 @@ async fn killing_the_leader_of_a_named_reply_queue_and_a_replica_on_it_loses_no_
     let queue = unique("failover-replies");
     let replies = unique("failover.service.replies");
     let worker_name = unique("failover-replies-worker");
-    let (events, mut received) = mpsc::unbounded_channel();
-    let (gate, closed) = watch::channel(false);
     // On node 2, which survives; concurrency above BEFORE, so that every
     // task is running when the node goes.
-    let config = WorkerConfig {
-        broker_url: cluster.url_from(2),
-        queues: vec![queue.clone()],
-        concurrency: 2 * BEFORE as usize,
-        topology: quorum(),
-        connection_name: worker_name.clone(),
-        ..WorkerConfig::default()
-    };
-    let worker = TestWorker::start_with(config, stepping(events, closed))
-        .await
-        .unwrap();
+    let concurrency = 2 * BEFORE as usize;
+    let (worker, mut received, gate) =
+        stepping_worker(cluster.url_from(2), &queue, &worker_name, concurrency).await;
 
     // Replica A knows node 1 only, so it dies with it; it declares the
     // reply queue first, so node 1 leads it. Replica B is on node 3.
-    let node_1 = cluster
-        .url_from(1)
-        .expose()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_owned();
     let (a, a_listener, mut a_results) = replica(
-        BrokerUrl::new(node_1),
+        cluster.node_url(1),
         (&queue, &replies),
         &unique("replica-a"),
     )

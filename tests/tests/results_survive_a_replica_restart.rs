@@ -15,11 +15,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use celeriac_producer::{Producer, ProducerConfig, ResultListener};
+use celeriac_producer::{Producer, ProducerConfig};
 use celeriac_shared::{BrokerUrl, QueueType, ResultMessage, Router, Task, TaskState};
 use celeriac_tests::{
     GUARD, TestWorker, Vhost, channel_on, close_connections_named, init_logging, message_count,
-    unique, within,
+    record_results, unique, within,
 };
 use celeriac_worker::{Registry, TaskContext, WorkerConfig};
 use serde::{Deserialize, Serialize};
@@ -74,24 +74,6 @@ async fn replica(url: &BrokerUrl, queue: &str, replies: &str, connection: &str) 
     Producer::connect(config).await.unwrap()
 }
 
-/// A listener whose handler reports every result to the returned channel.
-async fn recording(
-    producer: &Producer,
-) -> (ResultListener, mpsc::UnboundedReceiver<ResultMessage>) {
-    let (seen, results) = mpsc::unbounded_channel();
-    let listener = producer
-        .on_result(move |result: ResultMessage| {
-            let seen = seen.clone();
-            async move {
-                let _ = seen.send(result);
-                Ok::<_, std::io::Error>(())
-            }
-        })
-        .await
-        .unwrap();
-    (listener, results)
-}
-
 /// Sends `count` gated tasks; returns their ids.
 async fn send_batch(producer: &Producer, count: u32) -> HashSet<String> {
     let mut ids = HashSet::new();
@@ -134,7 +116,7 @@ async fn a_replica_that_dies_with_tasks_in_flight_loses_none_of_their_results() 
     // Replica A sends, listens, and dies before any result is back.
     let a_name = unique("replica-a");
     let a = replica(&url, &queue, &replies, &a_name).await;
-    let (a_listener, mut a_results) = recording(&a).await;
+    let (a_listener, mut a_results) = record_results(&a).await.unwrap();
     let sent = send_batch(&a, 20).await;
     drop(a_listener);
     drop(a);
@@ -150,7 +132,7 @@ async fn a_replica_that_dies_with_tasks_in_flight_loses_none_of_their_results() 
 
     // Replica B, a new process on the same named queue, gets every one.
     let b = replica(&url, &queue, &replies, &unique("replica-b")).await;
-    let (b_listener, mut b_results) = recording(&b).await;
+    let (b_listener, mut b_results) = record_results(&b).await.unwrap();
     let mut received = Vec::new();
     while received.len() < sent.len() {
         let result = within("B's handler receiving results", b_results.recv()).await;
@@ -197,7 +179,7 @@ async fn results_held_by_a_replica_that_dies_mid_handler_go_to_another_replica()
     close_connections_named(&a_name).unwrap();
 
     let b = replica(&url, &queue, &replies, &unique("replica-b")).await;
-    let (b_listener, mut b_results) = recording(&b).await;
+    let (b_listener, mut b_results) = record_results(&b).await.unwrap();
     let mut received = HashSet::new();
     while received.len() < sent.len() {
         let result = within("B's handler receiving results", b_results.recv()).await;
@@ -225,7 +207,7 @@ async fn a_quorum_named_reply_queue_carries_results_too() {
     }
     .reply_queue(&replies);
     let producer = Producer::connect(config).await.unwrap();
-    let (listener, mut results) = recording(&producer).await;
+    let (listener, mut results) = record_results(&producer).await.unwrap();
     let sent = send_batch(&producer, 3).await;
     let mut received = HashSet::new();
     while received.len() < sent.len() {
@@ -296,7 +278,7 @@ async fn a_handle_waiting_on_the_replica_that_receives_the_result_gets_it_too() 
     let (_open, gate) = watch::channel(true);
     let worker = gated_worker(&url, &queue, gate).await;
     let producer = replica(&url, &queue, &replies, &unique("replica")).await;
-    let (listener, mut results) = recording(&producer).await;
+    let (listener, mut results) = record_results(&producer).await.unwrap();
 
     let handle = producer.send::<Gated>(&Job { n: 7 }).await.unwrap();
     let id = handle.id().to_owned();
