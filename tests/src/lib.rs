@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use celeriac_producer::{Producer, ProducerConfig, ResultListener};
-use celeriac_shared::{BrokerUrl, ResultMessage, Router, Topology};
+use celeriac_shared::{BrokerRotation, BrokerUrl, ResultMessage, Router, Topology};
 use celeriac_worker::{Registry, Worker, WorkerConfig};
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions,
@@ -150,20 +150,26 @@ pub async fn channel_on(url: &BrokerUrl) -> anyhow::Result<(Connection, Channel)
     Ok((connection, channel))
 }
 
-/// A raw AMQP connection to the first of `url`'s addresses that answers;
-/// the last address's error when none does.
+/// A raw AMQP connection to the first of `url`'s addresses that answers
+/// within [`GUARD`]; the last address's error when none does.
 pub async fn connection_on(url: &BrokerUrl) -> anyhow::Result<Connection> {
-    let mut failure = anyhow::anyhow!("no broker address in {url}");
-    for address in url.addresses() {
-        match Connection::connect(address.expose(), ConnectionProperties::default()).await {
-            Ok(connection) => return Ok(connection),
-            Err(err) => {
-                failure = anyhow::Error::new(err).context(format!("connecting to {address}"))
-            }
-        }
-    }
-    Err(failure)
+    let connect = |uri| Connection::connect_uri(uri, ConnectionProperties::default());
+    let connection = BrokerRotation::new(url)?
+        .first_answer(GUARD, connect)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    Ok(connection)
 }
+
+/// Closes a test's own connection, giving up after [`CLOSE_GUARD`]: the
+/// close is cleanup, and a test once hung for good on a lapin close (or
+/// connect) that never returned.
+pub async fn close(connection: &Connection) {
+    let _ = tokio::time::timeout(CLOSE_GUARD, connection.close(200, "OK".into())).await;
+}
+
+/// How long [`close`] waits for the broker's `close-ok`.
+pub const CLOSE_GUARD: Duration = Duration::from_secs(5);
 
 /// The number of ready messages in `queue`.
 pub async fn message_count(channel: &Channel, queue: &str) -> anyhow::Result<u32> {
@@ -269,7 +275,7 @@ pub async fn delete_queues(queues: &[&str]) {
                 let _ = channel.close(200, "OK".into()).await;
             }
         }
-        let _ = connection.close(200, "OK".into()).await;
+        close(&connection).await;
     }
 }
 
@@ -387,7 +393,7 @@ pub async fn wait_for_consumers(url: &BrokerUrl, queues: &[String]) -> anyhow::R
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let _ = connection.close(200, "OK".into()).await;
+    close(&connection).await;
     Ok(())
 }
 

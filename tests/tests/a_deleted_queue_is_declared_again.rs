@@ -42,7 +42,7 @@ async fn delete_queue(queue: &str) {
     raw.queue_delete(queue.into(), QueueDeleteOptions::default())
         .await
         .unwrap();
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
 }
 
 /// Whether `queue` exists, by a passive declare on a channel of its own
@@ -131,7 +131,7 @@ async fn a_worker_declares_its_deleted_queue_again_and_consumes_it() {
         message_count(&raw, &format!("{queue}.dead")).await.unwrap(),
         0
     );
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
     worker.stop().await.unwrap();
     delete_queues(&[&queue]).await;
 }
@@ -154,7 +154,7 @@ async fn a_producer_declares_its_deleted_queue_again_and_the_send_lands_there() 
         "the send landed in the queue declared again"
     );
 
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
     delete_queues(&[&queue]).await;
 }
 
@@ -185,13 +185,13 @@ async fn exchange_deleted_under_a_producer(label: &str, with_queue: bool) {
         "the send landed in the queue, bound again to its exchange"
     );
 
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
     delete_queues(&[&queue]).await;
     let (connection, raw) = channel().await.unwrap();
     let _ = raw
         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
         .await;
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -69,7 +69,7 @@ async fn short_tasks_behind_a_long_one_are_acknowledged_and_free_their_prefetch_
     worker.stop().await.unwrap();
     let (connection, channel) = channel().await.unwrap();
     assert_eq!(message_count(&channel, &queue).await.unwrap(), 0);
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
     delete_queues(&[&queue]).await;
 }
 
@@ -120,6 +120,6 @@ async fn a_batch_of_quick_tasks_is_acknowledged_without_covering_a_running_one()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
     delete_queues(&[&queue]).await;
 }

@@ -136,7 +136,7 @@ async fn in_flight_tasks_survive(name: &str, fault: impl FnOnce(&Proxy) -> usize
     assert_eq!(message_count(&raw, &queue).await.unwrap(), 0, "all acked");
     let dead = format!("{queue}.dead");
     assert_eq!(message_count(&raw, &dead).await.unwrap(), 0, "none failed");
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
     delete_queues(&[&queue]).await;
 }
 

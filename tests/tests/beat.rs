@@ -89,7 +89,7 @@ async fn a_killed_beat_hands_over_without_a_duplicate_or_a_gap() -> anyhow::Resu
             second.log.join("\n")
         );
     }
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
     let _ = std::fs::remove_file(file);
     Ok(())
 }
@@ -170,7 +170,7 @@ async fn ticks_missed_while_no_beat_ran_are_sent_once_not_in_a_burst() -> anyhow
         Duration::seconds(period),
         "no burst: {sent:?}"
     );
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
     let _ = std::fs::remove_file(file);
     Ok(())
 }

@@ -330,6 +330,6 @@ async fn read_revocation(url: &BrokerUrl, ids: &[String]) -> Revocation {
             break revocation;
         }
     };
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
     found
 }

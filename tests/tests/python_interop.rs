@@ -66,7 +66,7 @@ async fn producer_in(vhost: &Vhost) -> Producer {
 async fn ready_messages(vhost: &Vhost, queue: &str) -> u32 {
     let (connection, channel) = channel_on(&vhost.url()).await.unwrap();
     let count = message_count(&channel, queue).await.unwrap();
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
     count
 }
 

@@ -159,7 +159,7 @@ async fn wait_for_consumers(url: &BrokerUrl, queue: &str, count: u32) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
 }
 
 /// Waits until the token queue of `task` holds a token (polling, bounded
@@ -175,7 +175,7 @@ async fn wait_for_a_token(url: &BrokerUrl, task: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
 }
 
 /// Takes every token out of the token queue of `task`.
@@ -183,7 +183,7 @@ async fn drain_tokens(url: &BrokerUrl, task: &str) {
     let (connection, channel) = channel_on(url).await.unwrap();
     let queue = RateLimit::token_queue(task);
     while get_one(&channel, &queue).await.unwrap().is_some() {}
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
 }
 
 /// Messages still waiting anywhere once the workers stopped: in the
@@ -200,7 +200,7 @@ async fn left_over(url: &BrokerUrl, queue: &str) -> (u32, u32, u32) {
         let level = format!("celery_delayed_{level}");
         delayed += message_count(&channel, &level).await.unwrap();
     }
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
     (ready, dead, delayed)
 }
 
@@ -378,7 +378,7 @@ async fn a_worker_whose_burst_differs_from_the_token_queues_refuses_to_start_and
         .declare_token_queue(&channel, MismatchFetch::NAME)
         .await
         .unwrap();
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
 
     let limit = RateLimit::cluster(MismatchFetch::NAME, rate("10/s")).with_burst(3);
     let (seen, _runs) = mpsc::unbounded_channel();

@@ -44,7 +44,7 @@ async fn celery_inspects_steers_and_follows_a_rust_worker() {
             .await
             .unwrap();
     }
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
 
     let transcript = Python::run("control_client.py", &vhost.url())
         .await

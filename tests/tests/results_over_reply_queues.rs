@@ -401,7 +401,7 @@ async fn fire_and_forget_sends_get_no_result() {
         panic!("expected ResultIgnored, got {waited:?}");
     };
     assert_eq!(task_id, id);
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
     worker.stop().await.unwrap();
     delete_queues(&[&queue, &reply_queue]).await;
 }
@@ -427,7 +427,7 @@ async fn track_started_sends_a_started_state() {
         (id.as_str(), TaskState::Success)
     );
     assert_eq!(finished.result.get(), "3");
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
     worker.stop().await.unwrap();
     delete_queues(&[&queue, &reply_queue]).await;
 }

@@ -94,13 +94,13 @@ async fn wait_for_ready(url: &BrokerUrl, queue: &str, count: u32) {
         }
     })
     .await;
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
 }
 
 async fn ready_count(url: &BrokerUrl, queue: &str) -> u32 {
     let (connection, channel) = channel_on(url).await.unwrap();
     let count = message_count(&channel, queue).await.unwrap();
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
     count
 }
 

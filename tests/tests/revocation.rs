@@ -56,7 +56,7 @@ async fn revoke(url: &BrokerUrl, ids: &[&str], terminate: bool) {
         .await
         .unwrap();
     check_confirm(confirm.await.unwrap()).unwrap();
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
 }
 
 fn assert_revoked<T: std::fmt::Debug>(result: Result<T, CallError>) {

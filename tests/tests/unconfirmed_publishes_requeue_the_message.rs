@@ -134,7 +134,7 @@ async fn a_result_the_broker_refuses_requeues_the_message_until_it_is_taken() {
         0,
         "acked once the result was taken"
     );
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
     delete_queues(&[&queue]).await;
 }
 
@@ -223,5 +223,5 @@ async fn a_retry_copy_the_broker_refuses_requeues_the_message_until_it_is_taken(
         get_one(&raw, LADDER_QUEUE).await.unwrap().is_none(),
         "one copy only"
     );
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
 }

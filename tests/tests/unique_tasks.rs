@@ -182,7 +182,7 @@ async fn celeriac_in(url: &BrokerUrl, args: &[&str]) -> Output {
 async fn ready_in(url: &BrokerUrl, queue: &str) -> u32 {
     let (connection, channel) = channel_on(url).await.unwrap();
     let count = message_count(&channel, queue).await.unwrap();
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
     count
 }
 
@@ -196,7 +196,7 @@ async fn queue_exists(url: &BrokerUrl, name: &str) -> bool {
         .queue_declare(name.into(), passive, FieldTable::default())
         .await
         .is_ok();
-    let _ = connection.close(200, "OK".into()).await;
+    celeriac_tests::close(&connection).await;
     exists
 }
 

@@ -69,6 +69,6 @@ async fn a_message_with_no_binding_for_its_key_is_unroutable_until_the_binding_i
         .exchange_delete(queue.as_str().into(), ExchangeDeleteOptions::default())
         .await
         .unwrap();
-    connection.close(200, "OK".into()).await.unwrap();
+    celeriac_tests::close(&connection).await;
     delete_queues(&[&queue]).await;
 }

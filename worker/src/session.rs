@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use celeriac_shared::{
     BrokerRotation, DeadLetterTopology, DelayTopology, ErrorChain, declare_event_exchange,
@@ -281,8 +282,13 @@ async fn close(
     if let Some(flusher) = flusher {
         flusher.stop().await;
     }
-    let _ = connection.close(200, "worker shutdown".into()).await;
+    // Bounded: lapin was seen to leave a close unanswered for good.
+    let closing = connection.close(200, "worker shutdown".into());
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
 }
+
+/// How long the connection's close may wait for the broker's `close-ok`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the session's control commands read and steer.
 fn panel(
