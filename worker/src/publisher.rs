@@ -19,6 +19,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use tracing::{Instrument, Span, warn};
 
+use crate::Backoff;
 use crate::publish_error::PublishError;
 use crate::spans;
 
@@ -28,11 +29,12 @@ use crate::spans;
 /// seconds; requeueing at once would run the task again at once, and use
 /// up its delivery limit within milliseconds.
 const REFUSED_RETRY_WINDOW: Duration = Duration::from_secs(15);
-/// The first pause before a refused publish is sent again; it doubles
-/// after each refusal, up to [`MAX_REFUSED_PAUSE`].
-const FIRST_REFUSED_PAUSE: Duration = Duration::from_millis(50);
-/// The longest pause between two tries of a refused publish.
-const MAX_REFUSED_PAUSE: Duration = Duration::from_secs(1);
+/// The pause before a refused publish is sent again: from 50 ms, its
+/// range doubling after each refusal, up to 1 s.
+const REFUSED_BACKOFF: Backoff = Backoff::Exponential {
+    min: Duration::from_millis(50),
+    max: Duration::from_secs(1),
+};
 
 /// Publishes on a confirm-mode channel of the worker's connection.
 pub(crate) struct Publisher {
@@ -166,7 +168,7 @@ impl Publisher {
             ..BasicPublishOptions::default()
         };
         let deadline = Instant::now() + REFUSED_RETRY_WINDOW;
-        let mut pause = FIRST_REFUSED_PAUSE;
+        let mut refusals = 0;
         loop {
             let (generation, channel) = self.channel();
             let sent = async {
@@ -189,6 +191,7 @@ impl Publisher {
             let refused = matches!(sent, Err(PublishError::Refused(ConfirmError::Nacked)));
             let replaced =
                 matches!(sent, Err(PublishError::Amqp { .. })) && self.channel().0 != generation;
+            let pause = REFUSED_BACKOFF.delay(refusals);
             if !(refused || replaced) || Instant::now() + pause > deadline {
                 return sent;
             }
@@ -197,7 +200,7 @@ impl Publisher {
                 self.replace(generation).await?;
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_REFUSED_PAUSE);
+            refusals += 1;
         }
     }
 
