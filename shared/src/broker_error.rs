@@ -49,6 +49,20 @@ pub fn is_not_found(err: &lapin::Error) -> bool {
     }
 }
 
+/// Whether the broker refused an operation because another connection
+/// holds the exclusive queue it names (`RESOURCE_LOCKED`).
+pub fn is_resource_locked(err: &lapin::Error) -> bool {
+    match err.kind() {
+        ErrorKind::ProtocolError(amqp) => {
+            matches!(
+                amqp.kind(),
+                AMQPErrorKind::Soft(AMQPSoftError::RESOURCELOCKED)
+            )
+        }
+        _ => false,
+    }
+}
+
 /// Whether the broker refused a declaration because the entity exists
 /// with other arguments (`PRECONDITION_FAILED`).
 pub(crate) fn is_precondition_failed(err: &lapin::Error) -> bool {
@@ -149,5 +163,13 @@ mod tests {
         let certificate: lapin::Error =
             io::Error::new(io::ErrorKind::InvalidData, "invalid peer certificate").into();
         assert!(!is_transient(&certificate));
+    }
+
+    #[test]
+    fn an_exclusive_queue_held_elsewhere_is_locked_and_frees_up() {
+        let locked = amqp(AMQPErrorKind::Soft(AMQPSoftError::RESOURCELOCKED));
+        assert!(is_resource_locked(&locked) && is_transient(&locked));
+        let missing = amqp(AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND));
+        assert!(!is_resource_locked(&missing));
     }
 }

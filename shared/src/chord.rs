@@ -61,6 +61,16 @@ pub struct ChordJoin {
     pub body: Signature,
 }
 
+impl ChordJoin {
+    /// The exclusive queue a worker declares while it reads the results:
+    /// one check at a time across workers. Two checks reading side by
+    /// side would each get part of the results and find the rest missing,
+    /// again and again if they keep meeting.
+    pub fn check_lock(&self) -> String {
+        format!("{}.check", self.results_queue)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,7 +67,7 @@ mod uniqueness;
 mod worker_event;
 
 pub use arguments::{decode_arguments, encode_arguments};
-pub use broker_error::{is_not_found, is_transient};
+pub use broker_error::{is_not_found, is_resource_locked, is_transient};
 pub use broker_rotation::BrokerRotation;
 pub use broker_url::BrokerUrl;
 pub use chord::{

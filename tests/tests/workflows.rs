@@ -12,9 +12,13 @@
 
 use celeriac_demo::{Add, AddArgs};
 use celeriac_producer::{Producer, ProducerConfig};
-use celeriac_shared::{CallError, DEFAULT_QUEUE, Signature};
-use celeriac_tests::{DemoWorker, GUARD, Python, TestWorker, Vhost, init_logging, unique};
+use celeriac_shared::{CHORD_QUEUE, CallError, ChordJoin, DEFAULT_QUEUE, ResultMessage, Signature};
+use celeriac_tests::{
+    DemoWorker, GUARD, Python, TestWorker, Vhost, channel_on, close, get_one, init_logging,
+    publish_raw, unique,
+};
 use celeriac_worker::WorkerConfig;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// The queue the Python worker serves.
@@ -237,4 +241,66 @@ async fn a_chord_survives_the_worker_joining_it_being_killed() {
     assert_eq!(total.unwrap_or_else(|e| panic!("{e}\n{log}")), 210);
     assert!(kills > 0, "the join was interrupted at least once");
     first.kill().await.unwrap();
+}
+
+/// Two copies of one join (a worker killed after putting the join back
+/// into the delay ladder, before acknowledging it) travel the ladder side
+/// by side and check the chord together. Reading the results together,
+/// each got part of them and found the rest missing, every time they met:
+/// the chord never joined. The chord's lock lets one check read at a
+/// time. Here the results are already in, padded with `STARTED` states so
+/// that both checks start reading before either is done, and both copies
+/// reach the worker at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_copies_of_a_join_checked_together_join_the_chord() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let parked = unique("chord-header");
+    let queue = unique("chord-body");
+    let producer = producer_in(&vhost).await;
+    let header: Vec<Signature> = (1..=50)
+        .map(|i| named("demo.add", vec![json!(i), json!(0)]).option("queue", parked.as_str()))
+        .collect();
+    let body = named("demo.total", vec![]).option("queue", queue.as_str());
+    let handle = producer.chord::<i64>(header, body).await.unwrap();
+
+    // No worker runs yet. The header tasks stay parked; their results are
+    // made here.
+    let (connection, channel) = channel_on(&vhost.url()).await.unwrap();
+    let join = get_one(&channel, CHORD_QUEUE)
+        .await
+        .unwrap()
+        .expect("the producer sent the join");
+    let (_, kwargs, _): (Value, ChordJoin, Value) =
+        serde_json::from_slice(&join.delivery.data).unwrap();
+    for (i, id) in (1..).zip(&kwargs.header) {
+        for state in 0..5 {
+            let result = match state {
+                2 => ResultMessage::success(id, RawValue::from_string(format!("{i}")).unwrap()),
+                _ => ResultMessage::started(id),
+            };
+            let (body, properties) = result.encode().unwrap();
+            publish_raw(&channel, &kwargs.results_queue, &body, properties)
+                .await
+                .unwrap();
+        }
+    }
+    for _ in 0..2 {
+        let properties = join.delivery.properties.clone();
+        publish_raw(&channel, CHORD_QUEUE, &join.delivery.data, properties)
+            .await
+            .unwrap();
+    }
+    close(&connection).await;
+
+    let config = WorkerConfig {
+        broker_url: vhost.url(),
+        queues: vec![queue.clone()],
+        ..WorkerConfig::default()
+    };
+    let worker = TestWorker::start_with(config, celeriac_demo::registry())
+        .await
+        .unwrap();
+    assert_eq!(handle.wait(GUARD).await.unwrap(), 1275);
+    worker.stop().await.unwrap();
 }

@@ -461,21 +461,23 @@ impl Dispatcher {
                 warn!(chord_id = %join.chord_id, error = %err, "chord check failed; checking again later");
                 later(checks).await
             }
-            Ok(Joined::Complete { results, channel }) => {
-                match self.send_chord_body(&join, &results).await {
-                    Ok(()) => {
-                        info!(chord_id = %join.chord_id, parts = results.len(), "chord {} joined", join.chord_id);
-                        if let Err(err) = joiner.finish(&join, channel).await {
-                            warn!(chord_id = %join.chord_id, error = %err, "results queue not deleted; it expires unused");
-                        }
-                        Ok(())
+            Ok(Joined::Complete {
+                results,
+                channel,
+                lock,
+            }) => match self.send_chord_body(&join, &results).await {
+                Ok(()) => {
+                    info!(chord_id = %join.chord_id, parts = results.len(), "chord {} joined", join.chord_id);
+                    if let Err(err) = joiner.finish(&join, channel, lock).await {
+                        warn!(chord_id = %join.chord_id, error = %err, "results queue not deleted; it expires unused");
                     }
-                    Err(err) => {
-                        let _ = channel.close(200, "chord body not sent".into()).await;
-                        Err(err)
-                    }
+                    Ok(())
                 }
-            }
+                Err(err) => {
+                    joiner.give_back(&join, channel, lock).await;
+                    Err(err)
+                }
+            },
         };
         settle(&source.acks, delivery, settled);
     }

@@ -364,9 +364,9 @@ async fn start(
             clock: Arc::clone(shared.event_clock),
         },
         keys: UniqueKeys::new(Arc::clone(connection)),
-        joiner: config.join_chords.then(|| ChordJoiner {
-            connection: Arc::clone(connection),
-        }),
+        joiner: config
+            .join_chords
+            .then(|| ChordJoiner::new(Arc::clone(connection))),
         max_message_size: config.max_message_size,
         track_started: config.track_started,
         retry: config.retry.clone(),
