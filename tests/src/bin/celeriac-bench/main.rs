@@ -289,7 +289,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Runs every selected measurement `reps` times for every system, the
-/// systems taking turns within each repetition.
+/// systems taking turns within each repetition (in reverse order every
+/// other one).
 async fn run(settings: Settings) -> anyhow::Result<Report> {
     let mut report = Report::default();
     report.notes.push(settings.describe());
@@ -323,8 +324,15 @@ async fn run(settings: Settings) -> anyhow::Result<Report> {
             continue;
         }
         for rep in 1..=settings.reps {
+            // Every other repetition runs the systems in reverse order, so
+            // neither always runs on the broker the other just left (a
+            // quorum queue's log, say, still being compacted).
+            let turns: Vec<System> = match rep % 2 {
+                0 => systems.iter().rev().copied().collect(),
+                _ => systems.clone(),
+            };
             for &step in &group {
-                for &system in &systems {
+                for &system in &turns {
                     if !runner.runs(step, system) {
                         continue;
                     }
