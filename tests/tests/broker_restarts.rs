@@ -7,11 +7,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use celeriac_demo::{Add, AddArgs, Sleep, SleepArgs};
+use celeriac_demo::{Add, AddArgs, Sleep, SleepArgs, Total, TotalArgs};
 use celeriac_producer::{Error as SendError, Producer, ProducerConfig};
-use celeriac_shared::{BrokerUrl, CallError, Router, SendOptions};
-use celeriac_tests::{GUARD, ScratchBroker, TestWorker, init_logging, unique};
+use celeriac_shared::{BrokerUrl, CallError, Router, SendOptions, Signature};
+use celeriac_tests::{GUARD, ScratchBroker, TestWorker, init_logging, unique, within};
 use celeriac_worker::{Error as WorkerError, Registry, TaskError, Worker, WorkerConfig};
+use serde_json::{Map, json};
 use tokio::sync::mpsc;
 
 fn worker_config(url: &BrokerUrl, queue: &str) -> WorkerConfig {
@@ -201,4 +202,61 @@ async fn a_worker_with_wrong_credentials_stops_with_an_error_that_hides_the_pass
     let debug = format!("{err:?}");
     let text = format!("{:#} {debug}", anyhow::Error::from(err));
     assert!(!text.contains("s3cret-wrong"), "{text}");
+}
+
+/// A chord's header results wait in its results queue for the join, and a
+/// broker crash in between must not drop them. Celery sends results
+/// transient, which a restart discards, so a worker sends the ones for a
+/// chord's results queue persistent. Here no worker takes the join until
+/// the broker was killed and booted again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chords_header_results_survive_a_broker_crash() {
+    init_logging();
+    let broker = ScratchBroker::start().await.unwrap();
+    let header_queue = unique("chord-header");
+    let body_queue = unique("chord-body");
+    let producer = producer(&broker.url(), &header_queue, GUARD).await;
+    let header: Vec<Signature> = (1..=10)
+        .map(|i| Signature::named("demo.add", vec![json!(i), json!(0)], Map::new()))
+        .collect();
+    let body =
+        Signature::named("demo.total", vec![], Map::new()).option("queue", body_queue.as_str());
+    // The body's caller (this producer's reply queue) does not outlive the
+    // crash; the body's run is watched instead.
+    let _ = producer.chord::<i64>(header, body).await.unwrap();
+
+    // The header runs on a worker that joins no chords; it stops once
+    // every result is confirmed.
+    let (ran, mut runs) = mpsc::unbounded_channel();
+    let config = WorkerConfig {
+        join_chords: false,
+        ..worker_config(&broker.url(), &header_queue)
+    };
+    let worker = TestWorker::start_with(config, reporting(ran))
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        within("a header task", runs.recv()).await.unwrap();
+    }
+    worker.stop().await.unwrap();
+
+    broker.kill().await.unwrap();
+    broker.boot().await.unwrap();
+
+    let (totals, mut bodies) = mpsc::unbounded_channel();
+    let mut registry = Registry::new();
+    registry.register::<Total, _, _>(move |args: TotalArgs, _ctx| {
+        totals.send(args.values.clone()).unwrap();
+        async move { Ok::<i64, TaskError>(args.values.iter().sum()) }
+    });
+    let worker = TestWorker::start_with(worker_config(&broker.url(), &body_queue), registry)
+        .await
+        .unwrap();
+    let values = within("the chord's body", bodies.recv()).await.unwrap();
+    assert_eq!(
+        values,
+        (1..=10).collect::<Vec<i64>>(),
+        "every header result, in order"
+    );
+    worker.stop().await.unwrap();
 }

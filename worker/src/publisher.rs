@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use celeriac_shared::{
     ConfirmError, DEAD_LETTERING_HEADERS, DEFAULT_QUEUE, DELAY_ENTRY_EXCHANGE, DELIVERIES_HEADER,
     DeadLetter, DeadLetterTopology, DelayTopology, Destination, MAX_DELAY,
-    QUORUM_DELIVERIES_HEADER, ResultMessage, TaskMessage, Topology, check_confirm, string_header,
+    QUORUM_DELIVERIES_HEADER, ResultMessage, TaskMessage, Topology, check_confirm,
+    is_results_queue, string_header,
 };
 use chrono::{SecondsFormat, Utc};
 use lapin::message::Delivery;
@@ -258,13 +259,18 @@ impl Publisher {
     }
 
     /// Sends a result to a caller's reply queue. An unroutable result (the
-    /// caller is gone) counts as sent: nobody can receive it.
+    /// caller is gone) counts as sent: nobody can receive it. Results are
+    /// transient, as Celery sends them, except to a chord's results queue,
+    /// where they wait for the join (see [`is_results_queue`]).
     pub(crate) async fn reply(
         &self,
         reply_to: &str,
         result: &ResultMessage,
     ) -> Result<(), PublishError> {
-        let (body, properties) = result.encode()?;
+        let (body, mut properties) = result.encode()?;
+        if is_results_queue(reply_to) {
+            properties = properties.with_delivery_mode(2);
+        }
         let span = spans::publish_result(reply_to, &result.task_id, result.status);
         self.publish(span, "", reply_to, &body, properties, false)
             .await
