@@ -35,20 +35,9 @@ pub const RESULTS_QUEUE_EXPIRES: Duration = Duration::from_secs(24 * 3600);
 /// The longest wait between two checks of a join.
 pub const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The prefix of every chord's results queue.
-const RESULTS_QUEUE_PREFIX: &str = "celeriac.chord.";
-
 /// The results queue of chord `chord_id`.
 pub fn results_queue(chord_id: &str) -> String {
-    format!("{RESULTS_QUEUE_PREFIX}{chord_id}")
-}
-
-/// Whether `queue` is a chord's results queue. Results sent there are
-/// persistent: they wait in a durable queue for the join, maybe across a
-/// broker restart, which drops the transient messages Celery sends
-/// results as.
-pub fn is_results_queue(queue: &str) -> bool {
-    queue.starts_with(RESULTS_QUEUE_PREFIX)
+    format!("celeriac.chord.{chord_id}")
 }
 
 /// How long a join that found results missing `checks` times waits before
@@ -85,13 +74,6 @@ impl ChordJoin {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_chords_results_queue_is_told_from_other_queues() {
-        assert!(is_results_queue(&results_queue("c-1")));
-        assert!(!is_results_queue(CHORD_QUEUE));
-        assert!(!is_results_queue("celeriac.reply.c-1"));
-    }
 
     #[test]
     fn checks_start_every_second_and_back_off_to_ten() {

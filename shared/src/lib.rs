@@ -72,7 +72,7 @@ pub use broker_rotation::BrokerRotation;
 pub use broker_url::BrokerUrl;
 pub use chord::{
     CHORD_CHECKS_HEADER, CHORD_JOIN_TASK, CHORD_QUEUE, ChordJoin, MAX_CHECK_INTERVAL,
-    RESULTS_QUEUE_EXPIRES, check_interval, is_results_queue, results_queue,
+    RESULTS_QUEUE_EXPIRES, check_interval, results_queue,
 };
 pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
 pub use confirm::{ConfirmError, check_confirm};

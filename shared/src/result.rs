@@ -131,7 +131,15 @@ impl ResultMessage {
     }
 
     /// Encodes the message body and properties (`correlation_id` = task
-    /// id, JSON, non-persistent as Celery sends results).
+    /// id, JSON, persistent).
+    ///
+    /// Celery sends results transient (`result_persistent = False`); these
+    /// are persistent so that a durable reply queue keeps them across a
+    /// broker restart: a chord's results queue, where they wait for the
+    /// join, and a named reply queue (`ProducerConfig::reply_queue`). A
+    /// restart discards transient messages, even in a durable queue. The
+    /// exclusive reply queues of call-and-wait are not durable, and
+    /// RabbitMQ writes nothing of theirs to disk either way.
     pub fn encode(&self) -> Result<(Vec<u8>, BasicProperties), Error> {
         let body = serde_json::to_vec(self).map_err(|source| Error::Encode {
             what: "result",
@@ -140,7 +148,7 @@ impl ResultMessage {
         let properties = BasicProperties::default()
             .with_content_type(CONTENT_TYPE.into())
             .with_content_encoding(CONTENT_ENCODING.into())
-            .with_delivery_mode(1)
+            .with_delivery_mode(2)
             .with_correlation_id(short_string("task id", &self.task_id)?);
         Ok((body, properties))
     }

@@ -10,7 +10,10 @@ use std::time::Duration;
 use celeriac_demo::{Add, AddArgs, Sleep, SleepArgs, Total, TotalArgs};
 use celeriac_producer::{Error as SendError, Producer, ProducerConfig};
 use celeriac_shared::{BrokerUrl, CallError, Router, SendOptions, Signature};
-use celeriac_tests::{GUARD, ScratchBroker, TestWorker, init_logging, unique, within};
+use celeriac_tests::{
+    GUARD, ScratchBroker, TestWorker, channel_on, close, init_logging, message_count,
+    record_results, unique, within,
+};
 use celeriac_worker::{Error as WorkerError, Registry, TaskError, Worker, WorkerConfig};
 use serde_json::{Map, json};
 use tokio::sync::mpsc;
@@ -259,4 +262,58 @@ async fn a_chords_header_results_survive_a_broker_crash() {
         "every header result, in order"
     );
     worker.stop().await.unwrap();
+}
+
+/// Results waiting in a named reply queue (durable, classic) for a
+/// replica of the service survive a broker crash: they are persistent.
+#[tokio::test(flavor = "multi_thread")]
+async fn results_waiting_in_a_named_reply_queue_survive_a_broker_crash() {
+    init_logging();
+    let broker = ScratchBroker::start().await.unwrap();
+    let (queue, replies) = (unique("named-crash"), unique("service.replies"));
+    let replica = || {
+        let config = ProducerConfig {
+            broker_url: broker.url(),
+            router: Router::new(vec![], &queue),
+            send_timeout: GUARD,
+            ..ProducerConfig::default()
+        }
+        .reply_queue(&replies);
+        Producer::connect(config)
+    };
+    // A replica sends and stops listening; a worker runs the tasks and
+    // stops once every result is confirmed.
+    let producer = replica().await.unwrap();
+    let mut sent = Vec::new();
+    for x in 0..10 {
+        let handle = producer.send::<Add>(&AddArgs { x, y: 0 }).await.unwrap();
+        sent.push(handle.id().to_owned());
+    }
+    drop(producer);
+    let (ran, mut runs) = mpsc::unbounded_channel();
+    let worker = TestWorker::start_with(worker_config(&broker.url(), &queue), reporting(ran))
+        .await
+        .unwrap();
+    wait_for_runs(&mut runs, &sent).await;
+    worker.stop().await.unwrap();
+    let (connection, channel) = channel_on(&broker.url()).await.unwrap();
+    assert_eq!(
+        message_count(&channel, &replies).await.unwrap(),
+        10,
+        "the results wait"
+    );
+    close(&connection).await;
+
+    broker.kill().await.unwrap();
+    broker.boot().await.unwrap();
+
+    let producer = replica().await.unwrap();
+    let (listener, mut results) = record_results(&producer).await.unwrap();
+    let mut received = HashSet::new();
+    while received.len() < sent.len() {
+        let result = within("results after the crash", results.recv()).await;
+        received.insert(result.unwrap().task_id);
+    }
+    listener.stop().await;
+    assert_eq!(received, sent.into_iter().collect::<HashSet<_>>());
 }

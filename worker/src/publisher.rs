@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use celeriac_shared::{
     ConfirmError, DEAD_LETTERING_HEADERS, DEFAULT_QUEUE, DELAY_ENTRY_EXCHANGE, DELIVERIES_HEADER,
     DeadLetter, DeadLetterTopology, DelayTopology, Destination, MAX_DELAY,
-    QUORUM_DELIVERIES_HEADER, ResultMessage, TaskMessage, Topology, check_confirm,
-    is_results_queue, string_header,
+    QUORUM_DELIVERIES_HEADER, ResultMessage, TaskMessage, Topology, check_confirm, string_header,
 };
 use chrono::{SecondsFormat, Utc};
 use lapin::message::Delivery;
@@ -258,19 +257,15 @@ impl Publisher {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends a result to a caller's reply queue. An unroutable result (the
-    /// caller is gone) counts as sent: nobody can receive it. Results are
-    /// transient, as Celery sends them, except to a chord's results queue,
-    /// where they wait for the join (see [`is_results_queue`]).
+    /// Sends a result to a caller's reply queue, persistent (see
+    /// [`ResultMessage::encode`]). An unroutable result (the caller is
+    /// gone) counts as sent: nobody can receive it.
     pub(crate) async fn reply(
         &self,
         reply_to: &str,
         result: &ResultMessage,
     ) -> Result<(), PublishError> {
-        let (body, mut properties) = result.encode()?;
-        if is_results_queue(reply_to) {
-            properties = properties.with_delivery_mode(2);
-        }
+        let (body, properties) = result.encode()?;
         let span = spans::publish_result(reply_to, &result.task_id, result.status);
         self.publish(span, "", reply_to, &body, properties, false)
             .await
