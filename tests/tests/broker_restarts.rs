@@ -228,8 +228,9 @@ async fn a_chords_header_results_survive_a_broker_crash() {
     // crash; the body's run is watched instead.
     let _ = producer.chord::<i64>(header, body).await.unwrap();
 
-    // The header runs on a worker that joins no chords; it stops once
-    // every result is confirmed.
+    // The header runs on a worker that joins no chords. A handler reports
+    // as it starts; stopping the worker waits for every task in flight,
+    // so once it stopped every result is confirmed.
     let (ran, mut runs) = mpsc::unbounded_channel();
     let config = WorkerConfig {
         join_chords: false,
@@ -281,8 +282,9 @@ async fn results_waiting_in_a_named_reply_queue_survive_a_broker_crash() {
         .reply_queue(&replies);
         Producer::connect(config)
     };
-    // A replica sends and stops listening; a worker runs the tasks and
-    // stops once every result is confirmed.
+    // A replica sends and goes away; a worker runs the tasks. A handler
+    // reports as it starts; stopping the worker waits for every task in
+    // flight, so once it stopped every result is confirmed.
     let producer = replica().await.unwrap();
     let mut sent = Vec::new();
     for x in 0..10 {

@@ -22,8 +22,9 @@
 //! lock is held in two places: in this worker (a set of chord ids, as its
 //! checks share one connection) and across workers (an exclusive queue,
 //! [`ChordJoin::check_lock`], which RabbitMQ drops with the connection of
-//! a worker that dies holding it). A check that finds the lock taken
-//! waits like one that finds results missing.
+//! a worker that dies holding it). A check lets go only after it gave the
+//! results back. A check that finds the lock taken waits like one that
+//! finds results missing.
 //!
 //! A worker killed at any point leaves the results in the queue (they were
 //! never acknowledged) and the join unacknowledged, so another worker
@@ -32,11 +33,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use celeriac_shared::{ChordJoin, ResultMessage, is_not_found, is_resource_locked};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
+
+/// How long a lock queue left behind by a check whose channel broke
+/// lives unused. Expiring while its check still runs is harmless: that
+/// check holds the results unacknowledged, so any other finds too few.
+const LOCK_EXPIRES: Duration = Duration::from_secs(60);
 
 /// Opens the channels chord checks run on.
 pub(crate) struct ChordJoiner {
@@ -182,12 +189,11 @@ impl ChordJoiner {
             exclusive: true,
             ..QueueDeclareOptions::default()
         };
+        let mut arguments = FieldTable::default();
+        let expires = i64::try_from(LOCK_EXPIRES.as_millis()).unwrap_or(i64::MAX);
+        arguments.insert("x-expires".into(), AMQPValue::LongLongInt(expires));
         let declared = channel
-            .queue_declare(
-                join.check_lock().as_str().into(),
-                exclusive,
-                FieldTable::default(),
-            )
+            .queue_declare(join.check_lock().as_str().into(), exclusive, arguments)
             .await;
         match declared {
             Ok(_) => Ok(Some(lock)),
@@ -218,12 +224,31 @@ impl ChordJoiner {
         })
     }
 
-    /// Gives the results back (closes their channel) and lets go of the
-    /// lock: a result is missing, or the body could not be sent.
+    /// Gives the results back (closes their channel), then lets go of the
+    /// lock: a result is missing, or the body could not be sent. In that
+    /// order, so no other check reads while the results are out.
     pub(crate) async fn give_back(&self, join: &ChordJoin, channel: Channel, lock: Lock) {
-        unlock(join, &channel).await;
         close(&channel).await;
+        self.unlock(join).await;
         drop(lock);
+    }
+
+    /// Deletes `join`'s lock queue on a channel of its own (the results'
+    /// channel may have been closed by an error), best effort: a lock
+    /// queue left behind expires ([`LOCK_EXPIRES`]) or goes with this
+    /// worker's connection, and meanwhile keeps out only other workers'
+    /// checks.
+    async fn unlock(&self, join: &ChordJoin) {
+        let Ok(channel) = self.connection.create_channel().await else {
+            return;
+        };
+        let _ = channel
+            .queue_delete(
+                join.check_lock().as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+        close(&channel).await;
     }
 }
 
@@ -260,18 +285,6 @@ async fn read(
         }
     }
     Ok(join.header.iter().map(|id| by_id.remove(id)).collect())
-}
-
-/// Deletes `join`'s lock queue, best effort: if `channel` broke, the
-/// queue goes with the worker's connection, and this worker (the only
-/// one it keeps out) may declare it again meanwhile.
-async fn unlock(join: &ChordJoin, channel: &Channel) {
-    let _ = channel
-        .queue_delete(
-            join.check_lock().as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await;
 }
 
 async fn close(channel: &Channel) {
