@@ -77,8 +77,14 @@ pub fn unique(prefix: &str) -> String {
 /// out: [`wait_for_consumers`] provokes one per poll of a queue that does
 /// not exist yet, and they would bury a failing test's message.
 pub fn init_logging() {
+    init_logging_with("error,lapin::channel=off");
+}
+
+/// As [`init_logging`], with `filter` (`RUST_LOG` syntax) unless
+/// `RUST_LOG` is set: for a test whose failure needs more of the log.
+pub fn init_logging_with(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,lapin::channel=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_test_writer()

@@ -15,12 +15,15 @@
 use std::collections::HashMap;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use celeriac_producer::{Producer, ProducerConfig, ResultListener};
 use celeriac_shared::{
     BrokerUrl, QueueType, ResultMessage, Router, SendOptions, Task, TaskState, Topology,
 };
-use celeriac_tests::{Cluster, GUARD, TestWorker, init_logging, record_results, unique, within};
+use celeriac_tests::{
+    Cluster, GUARD, TestWorker, init_logging_with, record_results, unique, within,
+};
 use celeriac_worker::{Registry, TaskError, WorkerConfig};
 use tokio::sync::{mpsc, watch};
 
@@ -34,6 +37,19 @@ const QUICK: u32 = 15;
 
 /// The worker's concurrency.
 const CONCURRENCY: usize = 8;
+
+/// How long the worker may take to run again after its node was killed.
+/// Every quorum queue the node led (here all of them: every client
+/// connected to node 1 first and declared them there) elects a new
+/// leader, and the worker declares its topology again (the 28 queues of
+/// the delay ladder among them) before it consumes; with three nodes
+/// and the tests on two cores, that once took more than [`GUARD`].
+const FAILOVER_GUARD: Duration = Duration::from_secs(90);
+
+/// The tests' log filter: the worker's and the producer's own lines
+/// (reconnections, refused publishes) show when a test fails.
+const LOG: &str =
+    "error,lapin::channel=off,celeriac_worker=info,celeriac_producer=info,celeriac_shared=info";
 
 /// Returns its number; `(number, hold)`: a held run waits for the gate.
 struct Step;
@@ -86,7 +102,18 @@ impl Ledger {
         what: &str,
         done: impl Fn(&Self) -> bool,
     ) {
-        within(what, async {
+        self.until_within(GUARD, events, what, done).await;
+    }
+
+    /// As [`Ledger::until`], failing after `guard` with what was counted.
+    async fn until_within(
+        &mut self,
+        guard: Duration,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+        what: &str,
+        done: impl Fn(&Self) -> bool,
+    ) {
+        let counted = tokio::time::timeout(guard, async {
             while !done(self) {
                 match events.recv().await.unwrap() {
                     Event::Held => self.held += 1,
@@ -95,6 +122,12 @@ impl Ledger {
             }
         })
         .await;
+        if counted.is_err() {
+            panic!(
+                "{what}: not within {guard:?}; {} held runs started, runs per task: {:?}",
+                self.held, self.runs
+            );
+        }
     }
 
     fn ran_all(&self, ids: &[String]) -> bool {
@@ -175,7 +208,7 @@ async fn stepping_worker(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_node_a_worker_and_a_producer_use_loses_no_confirmed_task() {
-    init_logging();
+    init_logging_with(LOG);
     let mut cluster = Cluster::start().await.unwrap();
     let queue = unique("failover");
     let worker_name = unique("failover-worker");
@@ -223,7 +256,8 @@ async fn killing_the_node_a_worker_and_a_producer_use_loses_no_confirmed_task() 
     // The tasks running at the kill finish on a dead channel, so their
     // acks are lost and the queue delivers them again.
     ledger
-        .until(
+        .until_within(
+            FAILOVER_GUARD,
             &mut received,
             "every task sent, and the tasks running at the kill again",
             |l| l.ran_all(&sent) && l.held >= 2 * held,
@@ -249,7 +283,7 @@ async fn killing_the_node_a_worker_and_a_producer_use_loses_no_confirmed_task() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_leader_of_a_named_reply_queue_and_a_replica_on_it_loses_no_result() {
-    init_logging();
+    init_logging_with(LOG);
     let mut cluster = Cluster::start().await.unwrap();
     let queue = unique("failover-replies");
     let replies = unique("failover.service.replies");
