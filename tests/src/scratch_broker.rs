@@ -23,6 +23,9 @@ const DEFAULT_BIN: &str = "/usr/lib/rabbitmq/bin";
 /// tests run in parallel, on a machine busy with builds.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// How many nodes [`ScratchBroker::start_with`] tries before it gives up.
+const BOOT_ATTEMPTS: u32 = 3;
+
 /// The files of a TLS listener: the CA that signed the server's
 /// certificate, the certificate and its key, all PEM.
 #[derive(Debug, Clone)]
@@ -56,8 +59,34 @@ impl ScratchBroker {
         Self::start_with(None).await
     }
 
-    /// Boots a node with a plain and, given `tls`, a TLS listener.
+    /// Boots a node with a plain and, given `tls`, a TLS listener. A node
+    /// that does not boot is deleted and another one tried, on other
+    /// ports, up to [`BOOT_ATTEMPTS`] in all: a port found free can be
+    /// taken before the node binds it. The error carries the last node's
+    /// log.
     pub async fn start_with(tls: Option<&TlsFiles>) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            let broker = Self::create(tls)?;
+            match broker.boot().await {
+                Ok(()) => return Ok(broker),
+                Err(err) if attempt < BOOT_ATTEMPTS => {
+                    eprintln!(
+                        "a scratch broker did not boot (attempt {attempt}); trying other ports: \
+                         {err:#}\n{}",
+                        broker.log_tail()
+                    );
+                    attempt += 1;
+                }
+                Err(err) => {
+                    return Err(err.context(format!("the node's log:\n{}", broker.log_tail())));
+                }
+            }
+        }
+    }
+
+    /// A node of its own folder and ports, configured, not started.
+    fn create(tls: Option<&TlsFiles>) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("celeriac-broker-{}", &id[..12]));
         std::fs::create_dir_all(&dir)?;
@@ -69,8 +98,24 @@ impl ScratchBroker {
             dir,
         };
         broker.write_config(tls)?;
-        broker.boot().await?;
         Ok(broker)
+    }
+
+    /// The last lines of the node's logs, for an error.
+    fn log_tail(&self) -> String {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("log")) else {
+            return "(no log)".to_owned();
+        };
+        let mut tail = String::new();
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(30);
+            tail.push_str(&format!("--- {} ---\n", entry.path().display()));
+            tail.push_str(&lines[from..].join("\n"));
+            tail.push('\n');
+        }
+        tail
     }
 
     /// The plain AMQP URL of the default vhost.
@@ -211,10 +256,23 @@ impl Drop for ScratchBroker {
     }
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, below Linux's default range of
+/// ephemeral ports (32768 and up), so that the outgoing connections of
+/// other tests do not take it before the node binds it.
 fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let bytes = uuid::Uuid::new_v4().into_bytes();
+        let port = PORTS.start + u16::from_le_bytes([bytes[0], bytes[1]]) % PORTS.len() as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// Where [`free_port`] looks first: above the cluster's and the usual
+/// services' ports, below the ephemeral ones.
+const PORTS: std::ops::Range<u16> = 20000..32000;
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
     path.to_str()
