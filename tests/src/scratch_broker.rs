@@ -61,7 +61,7 @@ impl ScratchBroker {
 
     /// Boots a node with a plain and, given `tls`, a TLS listener. A node
     /// that does not boot is deleted and another one tried, on other
-    /// ports, up to [`BOOT_ATTEMPTS`] in all: a port found free can be
+    /// ports, up to 3 times in all (`BOOT_ATTEMPTS`): a port found free can be
     /// taken before the node binds it. The error carries the last node's
     /// log.
     pub async fn start_with(tls: Option<&TlsFiles>) -> anyhow::Result<Self> {
