@@ -5,12 +5,12 @@
 
 use celeriac_shared::{
     CHORD_JOIN_TASK, CHORD_QUEUE, ChordJoin, MAX_CHAIN_STEPS, RESULTS_QUEUE_EXPIRES, Signature,
-    SignatureError, TaskMessage, results_queue,
+    SignatureError, TaskMessage, expire_unused, results_queue,
 };
 use chrono::Utc;
 use futures_util::stream::{StreamExt, TryStreamExt};
 use lapin::options::QueueDeclareOptions;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -170,8 +170,7 @@ impl Producer {
     async fn declare_results_queue(&self, name: &str) -> Result<(), Error> {
         let channel = self.open_channel().await?;
         let mut arguments = FieldTable::default();
-        let expires = i64::try_from(RESULTS_QUEUE_EXPIRES.as_millis()).unwrap_or(i64::MAX);
-        arguments.insert("x-expires".into(), AMQPValue::LongLongInt(expires));
+        expire_unused(&mut arguments, RESULTS_QUEUE_EXPIRES);
         let options = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()

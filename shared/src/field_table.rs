@@ -91,6 +91,14 @@ pub fn string_header<'a>(headers: Option<&'a FieldTable>, name: &str) -> Option<
     amqp_str(headers?.inner().get(name)?)
 }
 
+/// Sets a queue's `x-expires` in `arguments`: RabbitMQ deletes the queue
+/// once it was unused (no consumer, no `basic.get`, no redeclaration) for
+/// `unused`, to the millisecond.
+pub fn expire_unused(arguments: &mut FieldTable, unused: std::time::Duration) {
+    let millis = i64::try_from(unused.as_millis()).unwrap_or(i64::MAX);
+    arguments.insert("x-expires".into(), AMQPValue::LongLongInt(millis));
+}
+
 /// Converts `value`, with `levels` more levels of tables and arrays
 /// allowed.
 fn to_json(value: &AMQPValue, levels: usize) -> Value {
@@ -149,6 +157,14 @@ pub(crate) fn json_to_amqp(value: &Value) -> AMQPValue {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_queue_expires_after_its_unused_time_in_milliseconds() {
+        let mut arguments = FieldTable::default();
+        expire_unused(&mut arguments, std::time::Duration::from_secs(10));
+        let expires = arguments.inner().get("x-expires");
+        assert_eq!(expires, Some(&AMQPValue::LongLongInt(10_000)));
+    }
 
     #[test]
     fn headers_round_trip_through_a_field_table() {

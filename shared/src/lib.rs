@@ -88,7 +88,8 @@ pub use delivery_count::{DEFAULT_DELIVERY_LIMIT, DELIVERIES_HEADER, QUORUM_DELIV
 pub use error::Error;
 pub use error_chain::ErrorChain;
 pub use field_table::{
-    amqp_integer, amqp_str, field_table_to_json, integer_header, json_to_field_table, string_header,
+    amqp_integer, amqp_str, expire_unused, field_table_to_json, integer_header,
+    json_to_field_table, string_header,
 };
 pub use invalid_uniqueness::InvalidUniqueness;
 pub use leadership::{Leader, Leadership, TOKEN_RENEWAL};

@@ -2,11 +2,13 @@
 //! workers answer and celeriac's control client speaks: the two exchanges
 //! and the arguments of the per-worker and per-client queues.
 
+use std::time::Duration;
+
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
-use crate::Error;
+use crate::{Error, expire_unused};
 
 /// The fanout exchange commands are broadcast on.
 pub const PIDBOX_EXCHANGE: &str = "celery.pidbox";
@@ -42,6 +44,6 @@ pub async fn declare_pidbox_exchanges(channel: &Channel) -> Result<(), Error> {
 pub fn pidbox_queue_arguments() -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(300_000));
-    arguments.insert("x-expires".into(), AMQPValue::LongLongInt(10_000));
+    expire_unused(&mut arguments, Duration::from_secs(10));
     arguments
 }

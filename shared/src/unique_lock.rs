@@ -64,7 +64,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
 use sha2::{Digest, Sha256};
 
-use crate::is_not_found;
+use crate::{expire_unused, is_not_found};
 
 /// How long a key's queue (lock, holder, release) lives unused
 /// (`x-expires`): 25 hours, above the longest TTL a key may have.
@@ -350,7 +350,6 @@ async fn publish(
 }
 
 fn arguments(overflow: &str) -> FieldTable {
-    let expires = i64::try_from(UNIQUE_QUEUE_EXPIRES.as_millis()).unwrap_or(i64::MAX);
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
@@ -358,7 +357,7 @@ fn arguments(overflow: &str) -> FieldTable {
     );
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
     args.insert("x-overflow".into(), AMQPValue::LongString(overflow.into()));
-    args.insert("x-expires".into(), AMQPValue::LongLongInt(expires));
+    expire_unused(&mut args, UNIQUE_QUEUE_EXPIRES);
     args
 }
 

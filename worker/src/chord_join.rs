@@ -35,9 +35,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use celeriac_shared::{ChordJoin, ResultMessage, is_not_found, is_resource_locked};
+use celeriac_shared::{ChordJoin, ResultMessage, expire_unused, is_not_found, is_resource_locked};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
 /// How long a lock queue left behind by a check whose channel broke
@@ -190,8 +190,7 @@ impl ChordJoiner {
             ..QueueDeclareOptions::default()
         };
         let mut arguments = FieldTable::default();
-        let expires = i64::try_from(LOCK_EXPIRES.as_millis()).unwrap_or(i64::MAX);
-        arguments.insert("x-expires".into(), AMQPValue::LongLongInt(expires));
+        expire_unused(&mut arguments, LOCK_EXPIRES);
         let declared = channel
             .queue_declare(join.check_lock().as_str().into(), exclusive, arguments)
             .await;
