@@ -270,9 +270,10 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Where [`free_port`] looks first: above the cluster's and the usual
-/// services' ports, below the ephemeral ones.
-const PORTS: std::ops::Range<u16> = 20000..32000;
+/// Where [`free_port`] looks first: above the shared broker's and
+/// `scripts/cluster`'s ports (distribution ports 25672 and 25681–25683
+/// included), below the ephemeral ones.
+const PORTS: std::ops::Range<u16> = 26000..32000;
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
     path.to_str()
