@@ -32,6 +32,12 @@ pub const CHORD_CHECKS_HEADER: &str = "x-celeriac-chord-checks";
 /// (`x-expires`): a join uses it at least every [`MAX_CHECK_INTERVAL`].
 pub const RESULTS_QUEUE_EXPIRES: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a chord's lock queue ([`ChordJoin::check_lock`]) left behind
+/// by a check whose channel broke lives unused (`x-expires`). Expiring
+/// while its check still runs is harmless: that check holds the results
+/// unacknowledged, so any other finds too few.
+pub const CHECK_LOCK_EXPIRES: Duration = Duration::from_secs(60);
+
 /// The longest wait between two checks of a join.
 pub const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 

@@ -71,8 +71,8 @@ pub use broker_error::{is_not_found, is_resource_locked, is_transient};
 pub use broker_rotation::BrokerRotation;
 pub use broker_url::BrokerUrl;
 pub use chord::{
-    CHORD_CHECKS_HEADER, CHORD_JOIN_TASK, CHORD_QUEUE, ChordJoin, MAX_CHECK_INTERVAL,
-    RESULTS_QUEUE_EXPIRES, check_interval, results_queue,
+    CHECK_LOCK_EXPIRES, CHORD_CHECKS_HEADER, CHORD_JOIN_TASK, CHORD_QUEUE, ChordJoin,
+    MAX_CHECK_INTERVAL, RESULTS_QUEUE_EXPIRES, check_interval, results_queue,
 };
 pub use config::{Config, DEFAULT_MAX_MESSAGE_SIZE};
 pub use confirm::{ConfirmError, check_confirm};

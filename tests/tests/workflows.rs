@@ -12,12 +12,17 @@
 
 use celeriac_demo::{Add, AddArgs};
 use celeriac_producer::{Producer, ProducerConfig};
-use celeriac_shared::{CHORD_QUEUE, CallError, ChordJoin, DEFAULT_QUEUE, ResultMessage, Signature};
+use celeriac_shared::{
+    CHECK_LOCK_EXPIRES, CHORD_QUEUE, CallError, ChordJoin, DEFAULT_QUEUE, ResultMessage, Signature,
+    expire_unused,
+};
 use celeriac_tests::{
     DemoWorker, GUARD, Python, TestWorker, Vhost, channel_on, close, get_one, init_logging,
-    publish_raw, unique,
+    message_count, publish_raw, unique, within,
 };
 use celeriac_worker::WorkerConfig;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -305,3 +310,92 @@ async fn two_copies_of_a_join_checked_together_join_the_chord() {
     assert_eq!(handle.wait(GUARD).await.unwrap(), 1275);
     worker.stop().await.unwrap();
 }
+
+/// Another worker's check holds the chord's lock (the exclusive queue
+/// `ChordJoin::check_lock`, here held by the test's own connection): this
+/// worker's checks are refused it (`RESOURCE_LOCKED`) and wait in the
+/// delay ladder without reading the results; once the holder's connection
+/// is gone, the next check joins the chord.
+#[tokio::test]
+async fn a_check_waits_while_another_worker_holds_the_chords_lock() {
+    init_logging();
+    let vhost = Vhost::create().unwrap();
+    let parked = unique("chord-header");
+    let queue = unique("chord-body");
+    let producer = producer_in(&vhost).await;
+    let header: Vec<Signature> = (1..=3)
+        .map(|i| named("demo.add", vec![json!(i), json!(0)]).option("queue", parked.as_str()))
+        .collect();
+    let body = named("demo.total", vec![]).option("queue", queue.as_str());
+    let handle = producer.chord::<i64>(header, body).await.unwrap();
+
+    // No worker runs yet: the header tasks stay parked, their results are
+    // made here, and the lock is taken before the join is sent back.
+    let (connection, channel) = channel_on(&vhost.url()).await.unwrap();
+    let join = get_one(&channel, CHORD_QUEUE)
+        .await
+        .unwrap()
+        .expect("the producer sent the join");
+    let (_, kwargs, _): (Value, ChordJoin, Value) =
+        serde_json::from_slice(&join.delivery.data).unwrap();
+    for (i, id) in (1..).zip(&kwargs.header) {
+        let result = ResultMessage::success(id, RawValue::from_string(format!("{i}")).unwrap());
+        let (body, properties) = result.encode().unwrap();
+        publish_raw(&channel, &kwargs.results_queue, &body, properties)
+            .await
+            .unwrap();
+    }
+    // Held as a worker holds it: exclusive, with the same arguments.
+    let (holder, holding) = channel_on(&vhost.url()).await.unwrap();
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut arguments = FieldTable::default();
+    expire_unused(&mut arguments, CHECK_LOCK_EXPIRES);
+    holding
+        .queue_declare(kwargs.check_lock().as_str().into(), exclusive, arguments)
+        .await
+        .unwrap();
+    let properties = join.delivery.properties.clone();
+    publish_raw(&channel, CHORD_QUEUE, &join.delivery.data, properties)
+        .await
+        .unwrap();
+
+    let config = WorkerConfig {
+        broker_url: vhost.url(),
+        queues: vec![queue.clone()],
+        ..WorkerConfig::default()
+    };
+    let worker = TestWorker::start_with(config, celeriac_demo::registry())
+        .await
+        .unwrap();
+    // Every result is there, so only the lock can send the join back to
+    // wait its second in the ladder's one-second queue.
+    within("the join waiting after a refused check", async {
+        loop {
+            match message_count(&channel, "celery_delayed_0").await {
+                Ok(waiting) if waiting > 0 => break,
+                Ok(_) => {}
+                Err(err) => panic!("counting the ladder's one-second queue: {err}"),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        message_count(&channel, &kwargs.results_queue)
+            .await
+            .unwrap(),
+        3,
+        "a refused check left the results where they were"
+    );
+
+    close(&holder).await;
+    assert_eq!(handle.wait(GUARD).await.unwrap(), 6);
+    close(&connection).await;
+    worker.stop().await.unwrap();
+}
+
+/// How often a test looks at a queue it waits on.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);

@@ -33,17 +33,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use celeriac_shared::{ChordJoin, ResultMessage, expire_unused, is_not_found, is_resource_locked};
+use celeriac_shared::{
+    CHECK_LOCK_EXPIRES, ChordJoin, ResultMessage, expire_unused, is_not_found, is_resource_locked,
+};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-
-/// How long a lock queue left behind by a check whose channel broke
-/// lives unused. Expiring while its check still runs is harmless: that
-/// check holds the results unacknowledged, so any other finds too few.
-const LOCK_EXPIRES: Duration = Duration::from_secs(60);
 
 /// Opens the channels chord checks run on.
 pub(crate) struct ChordJoiner {
@@ -190,7 +186,7 @@ impl ChordJoiner {
             ..QueueDeclareOptions::default()
         };
         let mut arguments = FieldTable::default();
-        expire_unused(&mut arguments, LOCK_EXPIRES);
+        expire_unused(&mut arguments, CHECK_LOCK_EXPIRES);
         let declared = channel
             .queue_declare(join.check_lock().as_str().into(), exclusive, arguments)
             .await;
@@ -234,7 +230,7 @@ impl ChordJoiner {
 
     /// Deletes `join`'s lock queue on a channel of its own (the results'
     /// channel may have been closed by an error), best effort: a lock
-    /// queue left behind expires ([`LOCK_EXPIRES`]) or goes with this
+    /// queue left behind expires ([`CHECK_LOCK_EXPIRES`]) or goes with this
     /// worker's connection, and meanwhile keeps out only other workers'
     /// checks.
     async fn unlock(&self, join: &ChordJoin) {
