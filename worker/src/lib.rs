@@ -71,6 +71,7 @@ mod error;
 mod fuzz_tests;
 mod health;
 mod heartbeat;
+mod intake;
 mod metrics;
 mod metrics_server;
 mod outcome;

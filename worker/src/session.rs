@@ -23,6 +23,7 @@ use crate::control::{Control, Panel};
 use crate::dispatch::Dispatcher;
 use crate::health::Health;
 use crate::heartbeat::{Heartbeat, Identity};
+use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::rate_limiter::RateLimiter;
@@ -67,14 +68,11 @@ pub(crate) struct Shared<'a> {
     pub(crate) rate_limits: &'a Arc<RateLimits>,
 }
 
-/// Deliveries from all consumed queues, each with where it came from.
-type Deliveries = futures::stream::SelectAll<DeliveryStream>;
-
 /// What [`start`] opens: the consumers, their deliveries, where added
 /// consumers' deliveries arrive, and the dispatcher.
 type Started = (
     Arc<Consumers>,
-    Deliveries,
+    Intake,
     mpsc::UnboundedReceiver<DeliveryStream>,
     Arc<Dispatcher>,
 );
@@ -94,7 +92,7 @@ pub(crate) enum Ended {
 pub(crate) struct Session {
     connection: Arc<Connection>,
     consumers: Arc<Consumers>,
-    deliveries: Deliveries,
+    deliveries: Intake,
     /// The deliveries of consumers added while the session runs.
     arrivals: mpsc::UnboundedReceiver<DeliveryStream>,
     dispatcher: Arc<Dispatcher>,
@@ -348,7 +346,7 @@ async fn start(
     declare_event_exchange(&events).await?;
     let (event_sender, event_flusher) = EventFlusher::start(events);
     let (consumers, streams, arrivals) = Consumers::start(connection, config).await?;
-    let deliveries = futures::stream::select_all(streams);
+    let deliveries = Intake::new(streams);
     let dispatcher = Arc::new(Dispatcher {
         limiter,
         registry: shared.registry.clone(),
@@ -419,7 +417,7 @@ async fn declare(config: &WorkerConfig, connection: &Connection) -> Result<(), E
 /// shutdown, or why the deliveries stopped.
 async fn pump(
     (deliveries, arrivals, consumers): (
-        &mut Deliveries,
+        &mut Intake,
         &mut mpsc::UnboundedReceiver<DeliveryStream>,
         &Consumers,
     ),
