@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 use celeriac_demo::{Add, AddArgs};
-use celeriac_producer::{Producer, ProducerConfig};
+use celeriac_producer::{Producer, ProducerConfig, TaskHandle};
 use celeriac_shared::{
     CHECK_LOCK_EXPIRES, CHORD_QUEUE, CallError, ChordJoin, DEFAULT_QUEUE, ResultMessage, Signature,
     expire_unused,
@@ -21,6 +21,8 @@ use celeriac_tests::{
     message_count, publish_raw, unique, within,
 };
 use celeriac_worker::WorkerConfig;
+use lapin::Channel;
+use lapin::message::BasicGetMessage;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use serde_json::value::RawValue;
@@ -261,53 +263,26 @@ async fn a_chord_survives_the_worker_joining_it_being_killed() {
 async fn two_copies_of_a_join_checked_together_join_the_chord() {
     init_logging();
     let vhost = Vhost::create().unwrap();
-    let parked = unique("chord-header");
-    let queue = unique("chord-body");
-    let producer = producer_in(&vhost).await;
-    let header: Vec<Signature> = (1..=50)
-        .map(|i| named("demo.add", vec![json!(i), json!(0)]).option("queue", parked.as_str()))
-        .collect();
-    let body = named("demo.total", vec![]).option("queue", queue.as_str());
-    let handle = producer.chord::<i64>(header, body).await.unwrap();
-
-    // No worker runs yet. The header tasks stay parked; their results are
-    // made here.
     let (connection, channel) = channel_on(&vhost.url()).await.unwrap();
-    let join = get_one(&channel, CHORD_QUEUE)
-        .await
-        .unwrap()
-        .expect("the producer sent the join");
-    let (_, kwargs, _): (Value, ChordJoin, Value) =
-        serde_json::from_slice(&join.delivery.data).unwrap();
-    for (i, id) in (1..).zip(&kwargs.header) {
+    let chord = ParkedChord::send(&vhost, &channel, 50).await;
+    for (i, id) in (1..).zip(&chord.kwargs.header) {
         for state in 0..5 {
             let result = match state {
                 2 => ResultMessage::success(id, RawValue::from_string(format!("{i}")).unwrap()),
                 _ => ResultMessage::started(id),
             };
             let (body, properties) = result.encode().unwrap();
-            publish_raw(&channel, &kwargs.results_queue, &body, properties)
+            publish_raw(&channel, &chord.kwargs.results_queue, &body, properties)
                 .await
                 .unwrap();
         }
     }
-    for _ in 0..2 {
-        let properties = join.delivery.properties.clone();
-        publish_raw(&channel, CHORD_QUEUE, &join.delivery.data, properties)
-            .await
-            .unwrap();
-    }
+    chord.send_join(&channel).await;
+    chord.send_join(&channel).await;
     close(&connection).await;
 
-    let config = WorkerConfig {
-        broker_url: vhost.url(),
-        queues: vec![queue.clone()],
-        ..WorkerConfig::default()
-    };
-    let worker = TestWorker::start_with(config, celeriac_demo::registry())
-        .await
-        .unwrap();
-    assert_eq!(handle.wait(GUARD).await.unwrap(), 1275);
+    let worker = chord.worker(&vhost).await;
+    assert_eq!(chord.handle.wait(GUARD).await.unwrap(), 1275);
     worker.stop().await.unwrap();
 }
 
@@ -320,28 +295,12 @@ async fn two_copies_of_a_join_checked_together_join_the_chord() {
 async fn a_check_waits_while_another_worker_holds_the_chords_lock() {
     init_logging();
     let vhost = Vhost::create().unwrap();
-    let parked = unique("chord-header");
-    let queue = unique("chord-body");
-    let producer = producer_in(&vhost).await;
-    let header: Vec<Signature> = (1..=3)
-        .map(|i| named("demo.add", vec![json!(i), json!(0)]).option("queue", parked.as_str()))
-        .collect();
-    let body = named("demo.total", vec![]).option("queue", queue.as_str());
-    let handle = producer.chord::<i64>(header, body).await.unwrap();
-
-    // No worker runs yet: the header tasks stay parked, their results are
-    // made here, and the lock is taken before the join is sent back.
     let (connection, channel) = channel_on(&vhost.url()).await.unwrap();
-    let join = get_one(&channel, CHORD_QUEUE)
-        .await
-        .unwrap()
-        .expect("the producer sent the join");
-    let (_, kwargs, _): (Value, ChordJoin, Value) =
-        serde_json::from_slice(&join.delivery.data).unwrap();
-    for (i, id) in (1..).zip(&kwargs.header) {
+    let chord = ParkedChord::send(&vhost, &channel, 3).await;
+    for (i, id) in (1..).zip(&chord.kwargs.header) {
         let result = ResultMessage::success(id, RawValue::from_string(format!("{i}")).unwrap());
         let (body, properties) = result.encode().unwrap();
-        publish_raw(&channel, &kwargs.results_queue, &body, properties)
+        publish_raw(&channel, &chord.kwargs.results_queue, &body, properties)
             .await
             .unwrap();
     }
@@ -353,23 +312,14 @@ async fn a_check_waits_while_another_worker_holds_the_chords_lock() {
     };
     let mut arguments = FieldTable::default();
     expire_unused(&mut arguments, CHECK_LOCK_EXPIRES);
+    let lock = chord.kwargs.check_lock();
     holding
-        .queue_declare(kwargs.check_lock().as_str().into(), exclusive, arguments)
+        .queue_declare(lock.as_str().into(), exclusive, arguments)
         .await
         .unwrap();
-    let properties = join.delivery.properties.clone();
-    publish_raw(&channel, CHORD_QUEUE, &join.delivery.data, properties)
-        .await
-        .unwrap();
+    chord.send_join(&channel).await;
 
-    let config = WorkerConfig {
-        broker_url: vhost.url(),
-        queues: vec![queue.clone()],
-        ..WorkerConfig::default()
-    };
-    let worker = TestWorker::start_with(config, celeriac_demo::registry())
-        .await
-        .unwrap();
+    let worker = chord.worker(&vhost).await;
     // Every result is there, so only the lock can send the join back to
     // wait its second in the ladder's one-second queue.
     within("the join waiting after a refused check", async {
@@ -383,19 +333,75 @@ async fn a_check_waits_while_another_worker_holds_the_chords_lock() {
         }
     })
     .await;
+    let results = message_count(&channel, &chord.kwargs.results_queue).await;
     assert_eq!(
-        message_count(&channel, &kwargs.results_queue)
-            .await
-            .unwrap(),
+        results.unwrap(),
         3,
         "a refused check left the results where they were"
     );
 
     close(&holder).await;
-    assert_eq!(handle.wait(GUARD).await.unwrap(), 6);
+    assert_eq!(chord.handle.wait(GUARD).await.unwrap(), 6);
     close(&connection).await;
     worker.stop().await.unwrap();
 }
 
 /// How often a test looks at a queue it waits on.
 const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A chord of `demo.add(i, 0)` for `i` in `1..=size` with the body
+/// `demo.total`, sent while no worker runs: the header tasks stay parked
+/// in a queue nobody consumes, and the join is taken off
+/// `celeriac.chords`, for the test to make the results and send it back.
+struct ParkedChord {
+    handle: TaskHandle<i64>,
+    /// The queue of the body, for the worker to consume.
+    body_queue: String,
+    join: BasicGetMessage,
+    kwargs: ChordJoin,
+}
+
+impl ParkedChord {
+    async fn send(vhost: &Vhost, channel: &Channel, size: i64) -> Self {
+        let parked = unique("chord-header");
+        let body_queue = unique("chord-body");
+        let producer = producer_in(vhost).await;
+        let header: Vec<Signature> = (1..=size)
+            .map(|i| named("demo.add", vec![json!(i), json!(0)]).option("queue", parked.as_str()))
+            .collect();
+        let body = named("demo.total", vec![]).option("queue", body_queue.as_str());
+        let handle = producer.chord::<i64>(header, body).await.unwrap();
+        let join = get_one(channel, CHORD_QUEUE)
+            .await
+            .unwrap()
+            .expect("the producer sent the join");
+        let (_, kwargs, _): (Value, ChordJoin, Value) =
+            serde_json::from_slice(&join.delivery.data).unwrap();
+        Self {
+            handle,
+            body_queue,
+            join,
+            kwargs,
+        }
+    }
+
+    /// Publishes the join again, as its producer sent it.
+    async fn send_join(&self, channel: &Channel) {
+        let properties = self.join.delivery.properties.clone();
+        publish_raw(channel, CHORD_QUEUE, &self.join.delivery.data, properties)
+            .await
+            .unwrap();
+    }
+
+    /// A worker joining chords in `vhost` and consuming the body's queue.
+    async fn worker(&self, vhost: &Vhost) -> TestWorker {
+        let config = WorkerConfig {
+            broker_url: vhost.url(),
+            queues: vec![self.body_queue.clone()],
+            ..WorkerConfig::default()
+        };
+        TestWorker::start_with(config, celeriac_demo::registry())
+            .await
+            .unwrap()
+    }
+}
