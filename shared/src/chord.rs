@@ -16,7 +16,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Signature;
+use lapin::Channel;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+
+use crate::{Signature, expire_unused};
 
 /// The task name of a chord's join.
 pub const CHORD_JOIN_TASK: &str = "celeriac.chord_join";
@@ -74,6 +78,24 @@ impl ChordJoin {
     /// again and again if they keep meeting.
     pub fn check_lock(&self) -> String {
         format!("{}.check", self.results_queue)
+    }
+
+    /// Takes the chord's lock on `channel`'s connection: declares
+    /// [`ChordJoin::check_lock`] exclusive, expiring after
+    /// [`CHECK_LOCK_EXPIRES`] unused. RabbitMQ refuses it to any other
+    /// connection while this one holds it (`RESOURCE_LOCKED`, which also
+    /// closes `channel`) and deletes it with this connection.
+    pub async fn declare_check_lock(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let exclusive = QueueDeclareOptions {
+            exclusive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut arguments = FieldTable::default();
+        expire_unused(&mut arguments, CHECK_LOCK_EXPIRES);
+        channel
+            .queue_declare(self.check_lock().as_str().into(), exclusive, arguments)
+            .await
+            .map(drop)
     }
 }
 

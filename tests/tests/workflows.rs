@@ -12,10 +12,7 @@
 
 use celeriac_demo::{Add, AddArgs};
 use celeriac_producer::{Producer, ProducerConfig, TaskHandle};
-use celeriac_shared::{
-    CHECK_LOCK_EXPIRES, CHORD_QUEUE, CallError, ChordJoin, DEFAULT_QUEUE, ResultMessage, Signature,
-    expire_unused,
-};
+use celeriac_shared::{CHORD_QUEUE, CallError, ChordJoin, DEFAULT_QUEUE, ResultMessage, Signature};
 use celeriac_tests::{
     DemoWorker, GUARD, Python, TestWorker, Vhost, channel_on, close, get_one, init_logging,
     message_count, publish_raw, unique, within,
@@ -23,8 +20,6 @@ use celeriac_tests::{
 use celeriac_worker::WorkerConfig;
 use lapin::Channel;
 use lapin::message::BasicGetMessage;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -304,19 +299,9 @@ async fn a_check_waits_while_another_worker_holds_the_chords_lock() {
             .await
             .unwrap();
     }
-    // Held as a worker holds it: exclusive, with the same arguments.
+    // Held as a worker holds it.
     let (holder, holding) = channel_on(&vhost.url()).await.unwrap();
-    let exclusive = QueueDeclareOptions {
-        exclusive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let mut arguments = FieldTable::default();
-    expire_unused(&mut arguments, CHECK_LOCK_EXPIRES);
-    let lock = chord.kwargs.check_lock();
-    holding
-        .queue_declare(lock.as_str().into(), exclusive, arguments)
-        .await
-        .unwrap();
+    chord.kwargs.declare_check_lock(&holding).await.unwrap();
     chord.send_join(&channel).await;
 
     let worker = chord.worker(&vhost).await;

@@ -34,9 +34,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use celeriac_shared::{
-    CHECK_LOCK_EXPIRES, ChordJoin, ResultMessage, expire_unused, is_not_found, is_resource_locked,
-};
+use celeriac_shared::{ChordJoin, ResultMessage, is_not_found, is_resource_locked};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -181,17 +179,8 @@ impl ChordJoiner {
             chord_id: join.chord_id.clone(),
             reading: Arc::clone(&self.reading),
         };
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let mut arguments = FieldTable::default();
-        expire_unused(&mut arguments, CHECK_LOCK_EXPIRES);
-        let declared = channel
-            .queue_declare(join.check_lock().as_str().into(), exclusive, arguments)
-            .await;
-        match declared {
-            Ok(_) => Ok(Some(lock)),
+        match join.declare_check_lock(channel).await {
+            Ok(()) => Ok(Some(lock)),
             Err(err) if is_resource_locked(&err) => Ok(None),
             Err(err) => Err(err),
         }
@@ -230,7 +219,7 @@ impl ChordJoiner {
 
     /// Deletes `join`'s lock queue on a channel of its own (the results'
     /// channel may have been closed by an error), best effort: a lock
-    /// queue left behind expires ([`CHECK_LOCK_EXPIRES`]) or goes with this
+    /// queue left behind expires ([`CHECK_LOCK_EXPIRES`](celeriac_shared::CHECK_LOCK_EXPIRES)) or goes with this
     /// worker's connection, and meanwhile keeps out only other workers'
     /// checks.
     async fn unlock(&self, join: &ChordJoin) {
