@@ -31,6 +31,7 @@ pub use python::{Python, Transcript};
 pub use rabbitmqctl::{BrokerUser, Vhost, close_connections_named};
 pub use scratch_broker::{ScratchBroker, TlsFiles};
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -107,6 +108,22 @@ pub async fn record_results(
         })
         .await?;
     Ok((listener, results))
+}
+
+/// The task ids of results from `results` (see [`record_results`]) until
+/// `count` distinct ones came, each within [`GUARD`] of the one before;
+/// panics naming `what` otherwise.
+pub async fn result_ids(
+    results: &mut mpsc::UnboundedReceiver<ResultMessage>,
+    count: usize,
+    what: &str,
+) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    while ids.len() < count {
+        let result = within(what, results.recv()).await;
+        ids.insert(result.expect("the result listener ended").task_id);
+    }
+    ids
 }
 
 /// A producer on the test broker with default settings.

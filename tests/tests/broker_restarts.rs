@@ -12,7 +12,7 @@ use celeriac_producer::{Error as SendError, Producer, ProducerConfig};
 use celeriac_shared::{BrokerUrl, CallError, Router, SendOptions, Signature};
 use celeriac_tests::{
     GUARD, ScratchBroker, TestWorker, channel_on, close, init_logging, message_count,
-    record_results, unique, within,
+    record_results, result_ids, unique, within,
 };
 use celeriac_worker::{Error as WorkerError, Registry, TaskError, Worker, WorkerConfig};
 use serde_json::{Map, json};
@@ -311,11 +311,7 @@ async fn results_waiting_in_a_named_reply_queue_survive_a_broker_crash() {
 
     let producer = replica().await.unwrap();
     let (listener, mut results) = record_results(&producer).await.unwrap();
-    let mut received = HashSet::new();
-    while received.len() < sent.len() {
-        let result = within("results after the crash", results.recv()).await;
-        received.insert(result.unwrap().task_id);
-    }
+    let received = result_ids(&mut results, sent.len(), "results after the crash").await;
     listener.stop().await;
     assert_eq!(received, sent.into_iter().collect::<HashSet<_>>());
 }

@@ -19,7 +19,7 @@ use celeriac_producer::{Producer, ProducerConfig};
 use celeriac_shared::{BrokerUrl, QueueType, ResultMessage, Router, Task, TaskState};
 use celeriac_tests::{
     GUARD, TestWorker, Vhost, channel_on, close_connections_named, init_logging, message_count,
-    record_results, unique, within,
+    record_results, result_ids, unique, within,
 };
 use celeriac_worker::{Registry, TaskContext, WorkerConfig};
 use serde::{Deserialize, Serialize};
@@ -180,11 +180,7 @@ async fn results_held_by_a_replica_that_dies_mid_handler_go_to_another_replica()
 
     let b = replica(&url, &queue, &replies, &unique("replica-b")).await;
     let (b_listener, mut b_results) = record_results(&b).await.unwrap();
-    let mut received = HashSet::new();
-    while received.len() < sent.len() {
-        let result = within("B's handler receiving results", b_results.recv()).await;
-        received.insert(result.unwrap().task_id);
-    }
+    let received = result_ids(&mut b_results, sent.len(), "B's handler receiving results").await;
     b_listener.stop().await;
     assert_eq!(received, sent, "every result, the one A was handling too");
     assert_eq!(ready_count(&url, &replies).await, 0, "every result acked");
@@ -209,11 +205,7 @@ async fn a_quorum_named_reply_queue_carries_results_too() {
     let producer = Producer::connect(config).await.unwrap();
     let (listener, mut results) = record_results(&producer).await.unwrap();
     let sent = send_batch(&producer, 3).await;
-    let mut received = HashSet::new();
-    while received.len() < sent.len() {
-        let result = within("results", results.recv()).await.unwrap();
-        received.insert(result.task_id);
-    }
+    let received = result_ids(&mut results, sent.len(), "results").await;
     listener.stop().await;
     assert_eq!(received, sent);
     worker.stop().await.unwrap();

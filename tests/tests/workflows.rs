@@ -266,10 +266,7 @@ async fn two_copies_of_a_join_checked_together_join_the_chord() {
                 2 => ResultMessage::success(id, RawValue::from_string(format!("{i}")).unwrap()),
                 _ => ResultMessage::started(id),
             };
-            let (body, properties) = result.encode().unwrap();
-            publish_raw(&channel, &chord.kwargs.results_queue, &body, properties)
-                .await
-                .unwrap();
+            chord.send_result(&channel, &result).await;
         }
     }
     chord.send_join(&channel).await;
@@ -294,10 +291,7 @@ async fn a_check_waits_while_another_worker_holds_the_chords_lock() {
     let chord = ParkedChord::send(&vhost, &channel, 3).await;
     for (i, id) in (1..).zip(&chord.kwargs.header) {
         let result = ResultMessage::success(id, RawValue::from_string(format!("{i}")).unwrap());
-        let (body, properties) = result.encode().unwrap();
-        publish_raw(&channel, &chord.kwargs.results_queue, &body, properties)
-            .await
-            .unwrap();
+        chord.send_result(&channel, &result).await;
     }
     // Held as a worker holds it.
     let (holder, holding) = channel_on(&vhost.url()).await.unwrap();
@@ -368,6 +362,15 @@ impl ParkedChord {
             join,
             kwargs,
         }
+    }
+
+    /// Publishes `result` to the chord's results queue, as a header
+    /// task's worker would.
+    async fn send_result(&self, channel: &Channel, result: &ResultMessage) {
+        let (body, properties) = result.encode().unwrap();
+        publish_raw(channel, &self.kwargs.results_queue, &body, properties)
+            .await
+            .unwrap();
     }
 
     /// Publishes the join again, as its producer sent it.
