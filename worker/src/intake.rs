@@ -15,7 +15,6 @@ use crate::consumers::DeliveryStream;
 
 /// Deliveries from all consumed queues, each with where it came from; a
 /// queue's stream leaves once it has ended.
-#[derive(Default)]
 pub(crate) struct Intake {
     streams: Vec<DeliveryStream>,
     /// The stream polled first next time, so that a busy queue cannot
