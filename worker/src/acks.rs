@@ -107,9 +107,10 @@ impl AckTask {
 /// is acknowledged on its own.
 pub(crate) const BEHIND_GRACE: Duration = Duration::from_millis(20);
 
-/// One delivery not yet acknowledged.
-struct Unsettled {
-    acker: Acker,
+/// One delivery not yet acknowledged, settled through `A` (lapin's
+/// [`Acker`]; the unit tests use `()`).
+struct Unsettled<A = Acker> {
+    acker: A,
     /// When its handler finished, if it did.
     finished: Option<Instant>,
 }
@@ -166,10 +167,9 @@ fn apply(event: Event, unsettled: &mut BTreeMap<u64, Unsettled>, requeue: &mut V
     false
 }
 
-/// Sends the nacks, then the multiple ack for the finished front, then the
-/// single acks of finished deliveries that waited [`BEHIND_GRACE`] behind
-/// an unfinished one (all of them when `closing`). Returns when to look
-/// again for those still waiting.
+/// Sends the nacks, then the acks [`plan`] decides on. Returns when to
+/// look again for finished deliveries left waiting behind an unfinished
+/// one.
 async fn flush(
     unsettled: &mut BTreeMap<u64, Unsettled>,
     requeue: &mut Vec<Acker>,
@@ -182,34 +182,18 @@ async fn flush(
         };
         report("basic.nack", acker.nack(options).await);
     }
-    let mut front = None;
-    while let Some(entry) = unsettled.first_entry() {
-        if entry.get().finished.is_none() {
-            break;
-        }
-        front = Some(entry.remove().acker);
+    let plan = plan(unsettled, closing, Instant::now());
+    let mut last = None;
+    for _ in 0..plan.front {
+        last = unsettled.pop_first().map(|(_, entry)| entry.acker);
     }
-    if let Some(acker) = front {
+    if let Some(acker) = last {
         report(
             "basic.ack",
             acker.ack(BasicAckOptions { multiple: true }).await,
         );
     }
-    let now = Instant::now();
-    let mut next: Option<Instant> = None;
-    let mut behind = Vec::new();
-    for (tag, entry) in unsettled.iter() {
-        let Some(finished) = entry.finished else {
-            continue;
-        };
-        let due = finished + BEHIND_GRACE;
-        if closing || due <= now {
-            behind.push(*tag);
-        } else {
-            next = Some(next.map_or(due, |next| next.min(due)));
-        }
-    }
-    for tag in behind {
+    for tag in plan.behind {
         if let Some(entry) = unsettled.remove(&tag) {
             report(
                 "basic.ack",
@@ -217,7 +201,47 @@ async fn flush(
             );
         }
     }
-    next
+    plan.next
+}
+
+/// The acks to send now.
+#[derive(Debug, PartialEq, Eq)]
+struct Plan {
+    /// How many finished deliveries at the front one multiple ack covers
+    /// (none if 0).
+    front: usize,
+    /// Finished deliveries behind an unfinished one, each acked alone.
+    behind: Vec<u64>,
+    /// When the next finished delivery left waiting is due.
+    next: Option<Instant>,
+}
+
+/// Decides the acks of `unsettled` at `now`: one multiple ack for the
+/// finished front; a single ack for each finished delivery behind an
+/// unfinished one once it waited [`BEHIND_GRACE`], or at once when
+/// `closing`. A delivery still running is never covered.
+fn plan<A>(unsettled: &BTreeMap<u64, Unsettled<A>>, closing: bool, now: Instant) -> Plan {
+    let front = unsettled
+        .values()
+        .take_while(|entry| entry.finished.is_some())
+        .count();
+    let mut plan = Plan {
+        front,
+        behind: Vec::new(),
+        next: None,
+    };
+    for (tag, entry) in unsettled.iter().skip(front) {
+        let Some(finished) = entry.finished else {
+            continue;
+        };
+        let due = finished + BEHIND_GRACE;
+        if closing || due <= now {
+            plan.behind.push(*tag);
+        } else {
+            plan.next = Some(plan.next.map_or(due, |next: Instant| next.min(due)));
+        }
+    }
+    plan
 }
 
 fn report(method: &str, sent: Result<bool, lapin::Error>) {
@@ -227,5 +251,81 @@ fn report(method: &str, sent: Result<bool, lapin::Error>) {
         Err(err) => {
             warn!(method, error = %err, "could not settle; the broker redelivers the messages")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unsettled deliveries from (tag, finished how long before `now`).
+    fn unsettled(
+        now: Instant,
+        entries: &[(u64, Option<Duration>)],
+    ) -> BTreeMap<u64, Unsettled<()>> {
+        entries
+            .iter()
+            .map(|&(tag, ago)| {
+                let finished = ago.map(|ago| now - ago);
+                (
+                    tag,
+                    Unsettled {
+                        acker: (),
+                        finished,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    const JUST: Option<Duration> = Some(Duration::ZERO);
+    const RUNNING: Option<Duration> = None;
+
+    #[test]
+    fn the_finished_front_shares_one_multiple_ack() {
+        let now = Instant::now();
+        let map = unsettled(now, &[(1, JUST), (2, JUST), (3, RUNNING)]);
+        let expected = Plan {
+            front: 2,
+            behind: vec![],
+            next: None,
+        };
+        assert_eq!(plan(&map, false, now), expected);
+    }
+
+    #[test]
+    fn a_running_delivery_is_never_covered() {
+        let now = Instant::now();
+        let map = unsettled(now, &[(1, RUNNING), (2, JUST), (3, JUST)]);
+        let expected = Plan {
+            front: 0,
+            behind: vec![],
+            next: Some(now + BEHIND_GRACE),
+        };
+        assert_eq!(plan(&map, false, now), expected);
+    }
+
+    #[test]
+    fn finished_behind_a_running_one_is_acked_alone_after_the_grace() {
+        let now = Instant::now();
+        let map = unsettled(now, &[(1, RUNNING), (2, Some(BEHIND_GRACE)), (3, JUST)]);
+        let expected = Plan {
+            front: 0,
+            behind: vec![2],
+            next: Some(now + BEHIND_GRACE),
+        };
+        assert_eq!(plan(&map, false, now), expected);
+    }
+
+    #[test]
+    fn closing_acks_everything_finished_and_nothing_running() {
+        let now = Instant::now();
+        let map = unsettled(now, &[(1, JUST), (2, RUNNING), (3, JUST)]);
+        let expected = Plan {
+            front: 1,
+            behind: vec![3],
+            next: None,
+        };
+        assert_eq!(plan(&map, true, now), expected);
     }
 }
