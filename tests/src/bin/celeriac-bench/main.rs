@@ -140,6 +140,10 @@ pub(crate) struct Settings {
     /// Prefetch of the raw lapin and celeriac workers [default: concurrency].
     #[arg(long)]
     prefetch: Option<u16>,
+    /// Runtime threads of the raw lapin and celeriac worker processes
+    /// (`TOKIO_WORKER_THREADS`) [default: tokio's, one per core].
+    #[arg(long)]
+    pub(crate) worker_threads: Option<usize>,
     /// Pause before every run and between filling a queue and draining
     /// it, so that the broker has finished with the previous step
     /// (writing or deleting 100,000 persistent messages).
@@ -211,7 +215,7 @@ impl Settings {
     fn describe(&self) -> String {
         format!(
             "N = {} tasks, {} reps, {} queues, {} timed calls after {} warm-up calls, {} publishes in flight{}; \
-             Rust workers: concurrency {}, prefetch {}; Celery worker: -P {} -c {} --prefetch-multiplier {}",
+             Rust workers: concurrency {}, prefetch {}, runtime threads {}; Celery worker: -P {} -c {} --prefetch-multiplier {}",
             self.n,
             self.reps,
             self.queue_type,
@@ -225,6 +229,8 @@ impl Settings {
             },
             self.concurrency,
             self.prefetch(),
+            self.worker_threads
+                .map_or_else(|| "one per core".to_owned(), |threads| threads.to_string()),
             self.celery_pool,
             self.celery_concurrency,
             self.celery_prefetch_multiplier,

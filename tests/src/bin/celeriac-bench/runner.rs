@@ -398,6 +398,7 @@ impl Runner {
             prefetch: self.settings.prefetch(),
             task_events,
             queue_type: self.settings.queue_type,
+            runtime_threads: self.settings.worker_threads,
         }
     }
 

@@ -55,6 +55,7 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
         prefetch: u16::try_from(args.concurrency).unwrap_or(u16::MAX),
         task_events: false,
         queue_type: classic,
+        runtime_threads: None,
     };
     let mut workers = Vec::new();
     for _ in 0..args.workers {

@@ -38,6 +38,9 @@ pub(crate) struct RustWorkerSettings {
     pub(crate) task_events: bool,
     /// The type of the queues celeriac's worker declares.
     pub(crate) queue_type: QueueType,
+    /// The threads of the worker's tokio runtime; tokio's default (one per
+    /// core) if `None`.
+    pub(crate) runtime_threads: Option<usize>,
 }
 
 impl WorkerProcess {
@@ -66,6 +69,9 @@ impl WorkerProcess {
                     .stdin(Stdio::piped());
                 if settings.task_events {
                     command.arg("--task-events");
+                }
+                if let Some(threads) = settings.runtime_threads {
+                    command.env("TOKIO_WORKER_THREADS", threads.to_string());
                 }
                 command
             }
