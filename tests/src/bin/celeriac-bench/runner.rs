@@ -109,24 +109,25 @@ impl Runner {
     /// Confirmed publishes per second.
     pub(crate) async fn publish(&self, system: System) -> anyhow::Result<f64> {
         let n = self.settings.n;
-        let queue = self.fresh_queue("publish").await?;
-        self.warm_up(system, &queue).await?;
-        let start = Instant::now();
-        let elapsed = match system {
-            System::Lapin => {
-                let window = self.settings.in_flight;
-                raw_lapin::publish(&self.lapin, &queue, &self.task, n, window).await?;
-                start.elapsed()
-            }
-            System::Celeriac => {
-                let in_flight = self.settings.in_flight;
-                celeriac_side::publish(&self.producer, &queue, (n, in_flight), None).await?;
-                start.elapsed()
-            }
-            System::Celery => self.celery()?.publish(&queue, n).await?,
-        };
-        self.broker.delete_queue(&queue).await;
-        Ok(n as f64 / elapsed.as_secs_f64())
+        self.on_fresh_queue("publish", async |queue: &str| {
+            self.warm_up(system, queue).await?;
+            let start = Instant::now();
+            let elapsed = match system {
+                System::Lapin => {
+                    let window = self.settings.in_flight;
+                    raw_lapin::publish(&self.lapin, queue, &self.task, n, window).await?;
+                    start.elapsed()
+                }
+                System::Celeriac => {
+                    let in_flight = self.settings.in_flight;
+                    celeriac_side::publish(&self.producer, queue, (n, in_flight), None).await?;
+                    start.elapsed()
+                }
+                System::Celery => self.celery()?.publish(queue, n).await?,
+            };
+            Ok(n as f64 / elapsed.as_secs_f64())
+        })
+        .await
     }
 
     /// Tasks per second drained from a pre-filled queue, from the moment
@@ -155,58 +156,60 @@ impl Runner {
 
     async fn drain_with(&self, system: System, task_events: bool) -> anyhow::Result<(f64, f64)> {
         let n = self.settings.n;
-        let queue = self.fresh_queue("drain").await?;
-        raw_lapin::publish(&self.lapin, &queue, &self.task, n, self.settings.in_flight)
-            .await
-            .context("filling the queue")?;
-        tokio::time::sleep(self.settings.settle()).await;
-        let worker = self.start_worker_with(system, &queue, task_events)?;
-        let measured = async {
-            let start = self.broker.wait_for_consumer(&queue).await?;
-            let end = self.broker.wait_until_empty(&queue).await?;
-            anyhow::Ok((rate(n, end - start), worker.peak_rss_mib()?))
-        }
-        .await;
-        worker.stop().await?;
-        self.broker.delete_queue(&queue).await;
-        measured
+        self.on_fresh_queue("drain", async |queue: &str| {
+            raw_lapin::publish(&self.lapin, queue, &self.task, n, self.settings.in_flight)
+                .await
+                .context("filling the queue")?;
+            tokio::time::sleep(self.settings.settle()).await;
+            let worker = self.start_worker_with(system, queue, task_events)?;
+            let measured = async {
+                let start = self.broker.wait_for_consumer(queue).await?;
+                let end = self.broker.wait_until_empty(queue).await?;
+                anyhow::Ok((rate(n, end - start), worker.peak_rss_mib()?))
+            }
+            .await;
+            worker.stop().await?;
+            measured
+        })
+        .await
     }
 
     /// Tasks per second from the first publish to the queue being empty,
     /// with the worker consuming while the producer publishes.
     pub(crate) async fn end_to_end(&self, system: System) -> anyhow::Result<f64> {
         let n = self.settings.n;
-        let queue = self.fresh_queue("e2e").await?;
-        self.warm_up(system, &queue).await?;
-        let worker = self.start_worker(system, &queue)?;
-        let measured = async {
-            self.broker.wait_for_consumer(&queue).await?;
-            let in_flight = self.settings.in_flight;
-            let start = match system {
-                System::Lapin => {
-                    let start = Instant::now();
-                    raw_lapin::publish(&self.lapin, &queue, &self.task, n, in_flight).await?;
-                    start
-                }
-                System::Celeriac => {
-                    let start = Instant::now();
-                    celeriac_side::publish(&self.producer, &queue, (n, in_flight), None).await?;
-                    start
-                }
-                System::Celery => {
-                    let publisher = self.celery()?.publisher(&queue, n, None).await?;
-                    let start = Instant::now();
-                    publisher.finish().await?;
-                    start
-                }
-            };
-            let end = self.broker.wait_until_empty(&queue).await?;
-            anyhow::Ok(rate(n, end - start))
-        }
-        .await;
-        worker.stop().await?;
-        self.broker.delete_queue(&queue).await;
-        measured
+        self.on_fresh_queue("e2e", async |queue: &str| {
+            self.warm_up(system, queue).await?;
+            let worker = self.start_worker(system, queue)?;
+            let measured = async {
+                self.broker.wait_for_consumer(queue).await?;
+                let in_flight = self.settings.in_flight;
+                let start = match system {
+                    System::Lapin => {
+                        let start = Instant::now();
+                        raw_lapin::publish(&self.lapin, queue, &self.task, n, in_flight).await?;
+                        start
+                    }
+                    System::Celeriac => {
+                        let start = Instant::now();
+                        celeriac_side::publish(&self.producer, queue, (n, in_flight), None).await?;
+                        start
+                    }
+                    System::Celery => {
+                        let publisher = self.celery()?.publisher(queue, n, None).await?;
+                        let start = Instant::now();
+                        publisher.finish().await?;
+                        start
+                    }
+                };
+                let end = self.broker.wait_until_empty(queue).await?;
+                anyhow::Ok(rate(n, end - start))
+            }
+            .await;
+            worker.stop().await?;
+            measured
+        })
+        .await
     }
 
     /// Sequential call-and-wait round trips; raw lapin runs them through a
@@ -216,62 +219,66 @@ impl Runner {
         system: System,
         report: &mut Report,
     ) -> anyhow::Result<()> {
-        let queue = self.fresh_queue("rtt").await?;
-        let worker = self.start_worker(system, &queue)?;
-        let calls = (self.settings.warmup, self.settings.calls);
-        let measured = async {
-            self.broker.wait_for_consumer(&queue).await?;
-            match system {
-                System::Lapin => {
-                    for (mode, row) in [
-                        (ReplyQueue::Named, Row::RoundTrip as fn(_) -> _),
-                        (ReplyQueue::Direct, Row::DirectReplyTo),
-                    ] {
+        self.on_fresh_queue("rtt", async |queue: &str| {
+            let worker = self.start_worker(system, queue)?;
+            let calls = (self.settings.warmup, self.settings.calls);
+            let measured = async {
+                self.broker.wait_for_consumer(queue).await?;
+                match system {
+                    System::Lapin => {
+                        for (mode, row) in [
+                            (ReplyQueue::Named, Row::RoundTrip as fn(_) -> _),
+                            (ReplyQueue::Direct, Row::DirectReplyTo),
+                        ] {
+                            let latencies =
+                                raw_lapin::round_trips(&self.lapin, queue, &self.task, calls, mode)
+                                    .await
+                                    .with_context(|| format!("reply queue {mode:?}"))?;
+                            report.add_latencies(row, system, latencies);
+                        }
+                    }
+                    System::Celeriac => {
                         let latencies =
-                            raw_lapin::round_trips(&self.lapin, &queue, &self.task, calls, mode)
-                                .await
-                                .with_context(|| format!("reply queue {mode:?}"))?;
-                        report.add_latencies(row, system, latencies);
+                            celeriac_side::round_trips(&self.producer, queue, calls).await?;
+                        report.add_latencies(Row::RoundTrip, system, latencies);
+                    }
+                    System::Celery => {
+                        let latencies = self.celery()?.round_trips(queue, calls).await?;
+                        report.add_latencies(Row::RoundTrip, system, latencies);
                     }
                 }
-                System::Celeriac => {
-                    let latencies =
-                        celeriac_side::round_trips(&self.producer, &queue, calls).await?;
-                    report.add_latencies(Row::RoundTrip, system, latencies);
-                }
-                System::Celery => {
-                    let latencies = self.celery()?.round_trips(&queue, calls).await?;
-                    report.add_latencies(Row::RoundTrip, system, latencies);
-                }
+                anyhow::Ok(())
             }
-            anyhow::Ok(())
-        }
-        .await;
-        worker.stop().await?;
-        self.broker.delete_queue(&queue).await;
-        measured
+            .await;
+            worker.stop().await?;
+            measured
+        })
+        .await
     }
 
     /// Sequential chains of `--chain-steps` `bench.incr` steps; records
     /// their p50 per step.
     pub(crate) async fn chains(&self, system: System, report: &mut Report) -> anyhow::Result<()> {
-        let queue = self.fresh_queue("chain").await?;
-        let worker = self.start_worker(system, &queue)?;
         let (chains, steps) = (self.settings.chains(), self.settings.chain_steps);
-        let measured = async {
-            self.broker.wait_for_consumer(&queue).await?;
-            match system {
-                System::Celeriac => {
-                    celeriac_side::chains(&self.producer, &queue, chains, steps).await
+        let measured = self
+            .on_fresh_queue("chain", async |queue: &str| {
+                let worker = self.start_worker(system, queue)?;
+                let measured = async {
+                    self.broker.wait_for_consumer(queue).await?;
+                    match system {
+                        System::Celeriac => {
+                            celeriac_side::chains(&self.producer, queue, chains, steps).await
+                        }
+                        System::Celery => self.celery()?.chains(queue, chains, steps).await,
+                        System::Lapin => bail!("raw lapin has no chains"),
+                    }
                 }
-                System::Celery => self.celery()?.chains(&queue, chains, steps).await,
-                System::Lapin => bail!("raw lapin has no chains"),
-            }
-        }
-        .await;
-        worker.stop().await?;
-        self.broker.delete_queue(&queue).await;
-        report.add_chains(system, measured?, steps);
+                .await;
+                worker.stop().await?;
+                measured
+            })
+            .await?;
+        report.add_chains(system, measured, steps);
         Ok(())
     }
 
@@ -279,23 +286,26 @@ impl Runner {
     /// (and `bench.total` as its body) to the body's result. celeriac's
     /// worker joins it from the chord queue; Celery's, in Redis.
     pub(crate) async fn chord(&self, system: System) -> anyhow::Result<f64> {
-        let queue = self.fresh_queue("chord").await?;
-        let celery = self.celery_chords.as_ref();
-        let worker = self.start_worker_on(system, self.broker.url(), &queue, celery)?;
-        let size = self.settings.chord_size;
-        let measured = async {
-            self.broker.wait_for_consumer(&queue).await?;
-            let elapsed = match (system, celery) {
-                (System::Celeriac, _) => celeriac_side::chord(&self.producer, &queue, size).await?,
-                (System::Celery, Some(celery)) => celery.chord(&queue, size).await?,
-                _ => bail!("{} has no chords here", system.name()),
-            };
-            anyhow::Ok(elapsed.as_secs_f64())
-        }
-        .await;
-        worker.stop().await?;
-        self.broker.delete_queue(&queue).await;
-        measured
+        self.on_fresh_queue("chord", async |queue: &str| {
+            let celery = self.celery_chords.as_ref();
+            let worker = self.start_worker_on(system, self.broker.url(), queue, celery)?;
+            let size = self.settings.chord_size;
+            let measured = async {
+                self.broker.wait_for_consumer(queue).await?;
+                let elapsed = match (system, celery) {
+                    (System::Celeriac, _) => {
+                        celeriac_side::chord(&self.producer, queue, size).await?
+                    }
+                    (System::Celery, Some(celery)) => celery.chord(queue, size).await?,
+                    _ => bail!("{} has no chords here", system.name()),
+                };
+                anyhow::Ok(elapsed.as_secs_f64())
+            }
+            .await;
+            worker.stop().await?;
+            measured
+        })
+        .await
     }
 
     /// The RSS in MiB of an idle worker while `n` tasks for its queue wait
@@ -351,6 +361,20 @@ impl Runner {
             celeriac_side::warm_up(&self.producer, queue).await?;
         }
         Ok(())
+    }
+
+    /// Runs `measure` on a fresh queue and deletes the queue afterwards,
+    /// also when `measure` failed: a failed run must not leave its tasks on
+    /// the broker, where they would slow every later run.
+    async fn on_fresh_queue<T>(
+        &self,
+        label: &str,
+        measure: impl AsyncFnOnce(&str) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let queue = self.fresh_queue(label).await?;
+        let measured = measure(&queue).await;
+        self.broker.delete_queue(&queue).await;
+        measured
     }
 
     async fn fresh_queue(&self, label: &str) -> anyhow::Result<String> {
