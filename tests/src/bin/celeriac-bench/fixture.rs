@@ -153,6 +153,20 @@ impl Broker {
         Ok(name)
     }
 
+    /// Runs `measure` on a [`Broker::fresh_queue`] and deletes the queue
+    /// afterwards, also when `measure` failed: a failed run must not leave
+    /// its tasks on the broker, where they would slow every later run.
+    pub(crate) async fn with_fresh_queue<T>(
+        &self,
+        label: &str,
+        measure: impl AsyncFnOnce(&str) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let queue = self.fresh_queue(label).await?;
+        let measured = measure(&queue).await;
+        self.delete_queue(&queue).await;
+        measured
+    }
+
     /// Deletes a queue, the dead-letter queue a celeriac worker declared
     /// for it, and its exchange (best effort).
     pub(crate) async fn delete_queue(&self, queue: &str) {

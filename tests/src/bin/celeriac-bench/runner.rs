@@ -363,22 +363,15 @@ impl Runner {
         Ok(())
     }
 
-    /// Runs `measure` on a fresh queue and deletes the queue afterwards,
-    /// also when `measure` failed: a failed run must not leave its tasks on
-    /// the broker, where they would slow every later run.
+    /// After the settle pause, [`Broker::with_fresh_queue`]: the queue is
+    /// deleted also when `measure` failed.
     async fn on_fresh_queue<T>(
         &self,
         label: &str,
         measure: impl AsyncFnOnce(&str) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let queue = self.fresh_queue(label).await?;
-        let measured = measure(&queue).await;
-        self.broker.delete_queue(&queue).await;
-        measured
-    }
-
-    async fn fresh_queue(&self, label: &str) -> anyhow::Result<String> {
-        self.fresh_queue_on(&self.broker, label).await
+        tokio::time::sleep(self.settings.settle()).await;
+        self.broker.with_fresh_queue(label, measure).await
     }
 
     async fn fresh_queue_on(&self, broker: &Broker, label: &str) -> anyhow::Result<String> {

@@ -48,7 +48,16 @@ struct Sample {
 pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     let classic = QueueType::Classic;
     let broker = Broker::connect(celeriac_tests::broker_url(), classic).await?;
-    let queue = broker.fresh_queue("soak").await?;
+    broker
+        .with_fresh_queue("soak", async |queue: &str| {
+            soak_on(&args, &broker, queue).await
+        })
+        .await
+}
+
+/// [`soak`] on `queue`, which it leaves for the caller to delete.
+async fn soak_on(args: &SoakArgs, broker: &Broker, queue: &str) -> anyhow::Result<()> {
+    let classic = QueueType::Classic;
     let producer = celeriac_side::producer(broker.url(), None, classic).await?;
     let settings = RustWorkerSettings {
         concurrency: args.concurrency,
@@ -59,13 +68,13 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     };
     let mut workers = Vec::new();
     for _ in 0..args.workers {
-        let worker = WorkerProcess::start(System::Celeriac, broker.url(), &queue, settings, None)?;
+        let worker = WorkerProcess::start(System::Celeriac, broker.url(), queue, settings, None)?;
         workers.push(worker);
     }
-    broker.wait_for_consumer(&queue).await?;
+    broker.wait_for_consumer(queue).await?;
     let started = Instant::now();
     let publishing = {
-        let (producer, queue) = (producer.clone(), queue.clone());
+        let (producer, queue) = (producer.clone(), queue.to_owned());
         let (n, in_flight) = (args.n, args.in_flight);
         tokio::spawn(async move {
             celeriac_side::publish(&producer, &queue, (n, in_flight), None).await
@@ -77,7 +86,7 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     let mut published = None;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (ready, _) = broker.counts(&queue).await?;
+        let (ready, _) = broker.counts(queue).await?;
         let rss = workers
             .iter()
             .map(WorkerProcess::rss_mib)
@@ -103,10 +112,9 @@ pub(crate) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     for worker in workers {
         worker.stop().await?;
     }
-    broker.delete_queue(&queue).await;
     println!(
         "{}",
-        summary(&args, &samples, published.unwrap_or(drained), drained)
+        summary(args, &samples, published.unwrap_or(drained), drained)
     );
     Ok(())
 }
